@@ -1,0 +1,41 @@
+# Campaign Console — the two commands: `make run` and `make test`.
+# Each creates .venv when missing and installs what it needs; nothing is installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+export QT_QPA_PLATFORM ?= offscreen
+export QTWEBENGINE_CHROMIUM_FLAGS ?= --no-sandbox --disable-gpu
+
+.PHONY: run test lint bench engine demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[console,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	QT_QPA_PLATFORM= $(BIN)/campaign-engine run --demo-rate 20
+
+engine: $(STAMP)
+	$(BIN)/campaign-engine run
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.pipeline
+
+clean:
+	rm -rf $(VENV) build *.egg-info

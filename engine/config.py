@@ -1,0 +1,233 @@
+"""Engine settings: defaults, then a TOML file, then ``CAMPAIGN_<SECTION>_<KEY>`` variables,
+then command-line flags. ``campaign-engine config show`` prints the result with secrets redacted.
+
+Durability (see docs/durability.md):
+- ``durability = "process"`` (default): an acknowledged event survives the engine or nats-server
+  being killed (SIGKILL). SQLite runs WAL with ``synchronous=NORMAL``; JetStream keeps its
+  default flush (writes reach the OS before the publish is acknowledged).
+- ``durability = "power"``: also survives power loss. SQLite ``synchronous=FULL``; JetStream
+  ``sync_interval: always`` (fsync before every acknowledgement).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from engine.errors import ConfigError
+
+ENV_PREFIX = "CAMPAIGN_"
+SECRET_KEYS = frozenset({"write_key", "token", "password", "secret", "signing_key"})
+
+
+@dataclass
+class EngineSettings:
+    node: str = "local"
+    role: str = "all"  # all | decide | deliver | http
+    data_dir: str = ""  # empty: the platform's user data directory
+    durability: str = "process"  # process | power
+
+
+@dataclass
+class HttpSettings:
+    listen: str = "127.0.0.1:8640"
+    public_url: str = ""  # base of unsubscribe links; empty: http://<listen>
+
+
+@dataclass
+class NatsSettings:
+    url: str = ""  # empty: start an embedded nats-server
+    token: str = ""  # for an external server; the embedded one generates its own
+    stream_replicas: int = 1
+    max_age_days: float = 7.0
+
+
+@dataclass
+class DatabaseSettings:
+    url: str = ""  # empty: SQLite under the data directory
+
+
+@dataclass
+class IngestSettings:
+    write_key: str = ""  # empty: generated once and kept in the data directory
+
+
+@dataclass
+class InboxSettings:
+    listen: str = "127.0.0.1:0"  # the local capture SMTP inbox
+    keep: int = 10_000  # messages kept; older ones are pruned
+
+
+@dataclass
+class SmtpSettings:
+    url: str = ""  # the default route's relay, smtp://HOST:PORT; empty: the capture inbox
+    connections: int = 8
+    timeout: float = 30.0
+
+
+@dataclass
+class SendingSettings:
+    from_address: str = "Demo Shop <shop@shop.example>"
+    bounce_domain: str = "bounces.shop.example"
+    list_id: str = "Demo Shop <news.shop.example>"
+    unsubscribe_mailto: str = "unsubscribe@shop.example"
+
+
+@dataclass
+class Settings:
+    engine: EngineSettings = field(default_factory=EngineSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    nats: NatsSettings = field(default_factory=NatsSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    inbox: InboxSettings = field(default_factory=InboxSettings)
+    smtp: SmtpSettings = field(default_factory=SmtpSettings)
+    sending: SendingSettings = field(default_factory=SendingSettings)
+    # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
+    workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def data_path(self) -> Path:
+        if self.engine.data_dir:
+            return Path(self.engine.data_dir).expanduser()
+        return Path(platformdirs.user_data_dir("campaign-console", appauthor=False))
+
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.data_path / 'engine.sqlite3'}"
+
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        return _redact(raw) if redact else raw
+
+
+def _redact(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(v, k) for k, v in value.items()}
+    if key in SECRET_KEYS and value:
+        return "********"
+    if key == "url" and isinstance(value, str) and "@" in value and "://" in value:
+        scheme, rest = value.split("://", 1)
+        return f"{scheme}://********@{rest.rsplit('@', 1)[1]}"
+    return value
+
+
+def _coerce(section: str, key: str, current: Any, raw: Any) -> Any:
+    where = f"{section}.{key}"
+    try:
+        if isinstance(current, bool):
+            if isinstance(raw, str):
+                if raw.lower() in {"1", "true", "yes", "on"}:
+                    return True
+                if raw.lower() in {"0", "false", "no", "off"}:
+                    return False
+                raise ValueError(raw)
+            return bool(raw)
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, str):
+            if not isinstance(raw, str | int | float):
+                raise TypeError(type(raw).__name__)
+            return str(raw)
+    except (TypeError, ValueError) as exc:
+        kind = type(current).__name__
+        raise ConfigError(f"{where}: expected {kind}, got {raw!r}") from exc
+    return raw
+
+
+def _apply(settings: Settings, data: dict[str, Any], source: str) -> None:
+    for section, values in data.items():
+        if section == "workflows":
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [workflows] must be a table")
+            for wf, params in values.items():
+                if not isinstance(params, dict):
+                    raise ConfigError(f"{source}: [workflows.{wf}] must be a table")
+                # Accept both [workflows.X] delay="1m" and [workflows.X.params] delay="1m".
+                flat = params.get("params", params)
+                settings.workflows.setdefault(wf, {}).update(flat)
+            continue
+        target = getattr(settings, section, None)
+        if target is None or not dataclasses.is_dataclass(target):
+            raise ConfigError(f"{source}: unknown section [{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        names = {f.name for f in dataclasses.fields(target)}
+        for key, raw in values.items():
+            if key not in names:
+                raise ConfigError(f"{source}: unknown setting {section}.{key}")
+            setattr(target, key, _coerce(section, key, getattr(target, key), raw))
+
+
+def load_settings(
+    path: str | Path | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Settings:
+    """Build settings from defaults, a TOML file, the environment and explicit overrides."""
+    settings = Settings()
+    if path is not None:
+        file = Path(path)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {file}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+        _apply(settings, data, str(file))
+    env = os.environ if environ is None else environ
+    env_data: dict[str, dict[str, Any]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if not key or section == "workflows":
+            continue
+        env_data.setdefault(section, {})[key] = value
+    if env_data:
+        _apply(settings, env_data, "environment")
+    if overrides:
+        _apply(settings, {k: v for k, v in overrides.items() if v}, "command line")
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    if settings.engine.role not in {"all", "decide", "deliver", "http"}:
+        raise ConfigError(
+            f"engine.role: expected all, decide, deliver or http, got {settings.engine.role!r}"
+        )
+    if settings.engine.durability not in {"process", "power"}:
+        raise ConfigError(
+            f"engine.durability: expected 'process' or 'power', got {settings.engine.durability!r}"
+        )
+    for name, value in (("http.listen", settings.http.listen), ("inbox.listen", settings.inbox.listen)):
+        parse_hostport(value, name)
+    if settings.smtp.url and not settings.smtp.url.startswith(("smtp://", "smtps://")):
+        raise ConfigError(f"smtp.url: expected smtp://HOST:PORT or smtps://HOST:PORT, got {settings.smtp.url!r}")
+
+
+def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` allowed) with a clear error."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{name}: expected HOST:PORT, got {value!r}")
+    host = host.strip("[]")
+    try:
+        number = int(port)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: port must be a number, got {port!r}") from exc
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{name}: port out of range: {number}")
+    return host, number

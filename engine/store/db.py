@@ -1,0 +1,128 @@
+"""Opening the store: engine creation, SQLite pragmas, durability, migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from engine.errors import StoreError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class Store:
+    """The database the engine keeps its state in."""
+
+    engine: Engine
+    url: str
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction; commits on success, rolls back on error."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def insert_ignore(self, table: Table, *, index: list[str] | None = None) -> Insert:
+        """INSERT that silently skips rows whose unique key already exists."""
+        if self.dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=index)
+        if self.is_sqlite:
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=index)
+        return table.insert().prefix_with("IGNORE")
+
+    def upsert(self, table: Table, *, index: list[str], update: list[str]) -> Insert:
+        """INSERT ... ON CONFLICT (index) DO UPDATE SET the named columns from the new row."""
+        if self.dialect == "postgresql":
+            pg = postgresql.insert(table)
+            return pg.on_conflict_do_update(
+                index_elements=index, set_={c: pg.excluded[c] for c in update}
+            )
+        lite = sqlite.insert(table)
+        return lite.on_conflict_do_update(
+            index_elements=index, set_={c: lite.excluded[c] for c in update}
+        )
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL: a commit survives the process being killed; FULL: also power loss.
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=OFF")
+        cur.execute("PRAGMA temp_store=MEMORY")
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    return on_connect
+
+
+def open_store(url: str, *, durability: str = "process", migrate: bool = True) -> Store:
+    """Open (and by default migrate) the store at ``url``; errors name the URL without secrets."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"not a database URL: {url!r}") from exc
+    safe = parsed.render_as_string(hide_password=True)
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"check_same_thread": False}
+    elif parsed.get_backend_name() == "postgresql":
+        if parsed.get_driver_name() in ("", "psycopg2"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_size"] = 8
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise StoreError(f"cannot open database {safe}: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        synchronous = "FULL" if durability == "power" else "NORMAL"
+        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
+    store = Store(engine=engine, url=safe)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot connect to database {safe}: {exc.orig}") from exc
+    if migrate:
+        migrate_store(store)
+    return store
+
+
+def migrate_store(store: Store) -> None:
+    """Bring the schema to the latest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection_engine"] = store.engine
+    try:
+        command.upgrade(cfg, "head")
+    except SQLAlchemyError as exc:
+        raise StoreError(f"migrating {store.url} failed: {exc}") from exc

@@ -1,0 +1,60 @@
+"""The store opens, migrates and enforces its unique keys on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from engine.errors import StoreError
+from engine.store import open_store, schema
+
+
+def test_migrates_and_keeps_intents_unique(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        row = {
+            "id": "i1",
+            "dedup_key": "k1",
+            "workflow_id": "w",
+            "workflow_version": 1,
+            "step_id": "s",
+            "contact_id": "c",
+            "event_id": "e",
+            "template_id": "t",
+            "route": "default",
+            "category": "marketing",
+            "to_addr": "a@example.com",
+            "domain": "example.com",
+            "context": {"x": 1},
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_at": 0.0,
+            "received_at": 0.0,
+            "decided_at": 0.0,
+        }
+        with store.begin() as conn:
+            conn.execute(schema.intents.insert(), [row])
+        with store.begin() as conn:
+            result = conn.execute(
+                store.insert_ignore(schema.intents, index=["dedup_key"]), {**row, "id": "i2"}
+            )
+            assert result.rowcount == 0
+        with store.begin() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(schema.intents)).scalar()
+        assert count == 1
+        # Migrating again is a no-op.
+        open_store(store_url).dispose()
+    finally:
+        store.dispose()
+
+
+def test_bad_url_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="not a database URL"):
+        open_store("nonsense")
+
+
+def test_unreachable_database_names_it_without_password() -> None:
+    with pytest.raises(StoreError) as info:
+        open_store("postgresql://user:hunter2@127.0.0.1:1/db")
+    assert "hunter2" not in str(info.value)
+    assert "127.0.0.1:1" in str(info.value)
