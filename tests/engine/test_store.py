@@ -35,10 +35,13 @@ def test_migrates_and_keeps_intents_unique(store_url: str) -> None:
         with store.begin() as conn:
             conn.execute(schema.intents.insert(), [row])
         with store.begin() as conn:
-            result = conn.execute(
-                store.insert_ignore(schema.intents, index=["dedup_key"]), {**row, "id": "i2"}
-            )
-            assert result.rowcount == 0
+            inserted = conn.execute(
+                store.insert_ignore(schema.intents, index=["dedup_key"]).returning(
+                    schema.intents.c.id
+                ),
+                {**row, "id": "i2"},
+            ).all()
+            assert inserted == []
         with store.begin() as conn:
             count = conn.execute(sa.select(sa.func.count()).select_from(schema.intents)).scalar()
         assert count == 1
