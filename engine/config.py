@@ -212,10 +212,15 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"engine.durability: expected 'process' or 'power', got {settings.engine.durability!r}"
         )
-    for name, value in (("http.listen", settings.http.listen), ("inbox.listen", settings.inbox.listen)):
+    for name, value in (
+        ("http.listen", settings.http.listen),
+        ("inbox.listen", settings.inbox.listen),
+    ):
         parse_hostport(value, name)
     if settings.smtp.url and not settings.smtp.url.startswith(("smtp://", "smtps://")):
-        raise ConfigError(f"smtp.url: expected smtp://HOST:PORT or smtps://HOST:PORT, got {settings.smtp.url!r}")
+        raise ConfigError(
+            f"smtp.url: expected smtp://HOST:PORT or smtps://HOST:PORT, got {settings.smtp.url!r}"
+        )
 
 
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:

@@ -170,7 +170,8 @@ intents = Table(
     Column("domain", String(255), nullable=False),  # recipient domain, for per-domain limits
     Column("context", JSON, nullable=False),  # the trigger event and step data for rendering
     # queued -> claimed -> sending (final dot about to go) -> one outcome:
-    # sent | deferred (retry at next_attempt_at) | bounced | suppressed | expired | failed | uncertain
+    # sent | deferred (retry at next_attempt_at) | bounced | suppressed | expired | failed
+    # | uncertain
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),

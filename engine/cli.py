@@ -1,0 +1,194 @@
+"""``campaign-engine``: run the engine, migrate, import/export, inspect the inbox, demo traffic.
+
+Every error reaches the user as one plain sentence on stderr and a non-zero exit code; tracebacks
+are for ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.config import Settings, load_settings
+from engine.errors import EngineError
+
+log = logging.getLogger("engine")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file")
+    parser.add_argument("--data-dir", metavar="DIR", help="where the local stack keeps its data")
+    parser.add_argument("--database", metavar="URL", help="e.g. postgresql://host/db")
+    parser.add_argument("--debug", action="store_true", help="verbose logs and tracebacks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="campaign-engine",
+        description="Real-time event-triggered email: the headless engine.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="start the engine (embedded NATS, SQLite and inbox by default)"
+    )
+    _common(run)
+    run.add_argument(
+        "--http", metavar="HOST:PORT", help="HTTP API address (default 127.0.0.1:8640)"
+    )
+    run.add_argument(
+        "--nats", metavar="URL", help="use this NATS (comma-separated) instead of embedding one"
+    )
+    run.add_argument("--smtp", metavar="URL", help="default route relay, smtp://HOST:PORT")
+    run.add_argument("--write-key", metavar="KEY", help="Segment write key for the HTTP API")
+    run.add_argument("--node", metavar="NAME", help="this node's name (default 'local')")
+    run.add_argument("--role", choices=["all", "decide", "deliver", "http"])
+    run.add_argument("--durability", choices=["process", "power"])
+    run.add_argument(
+        "--demo-rate",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="also publish simulated shop traffic at N events/s",
+    )
+
+    mig = sub.add_parser("migrate", help="create or upgrade the database schema")
+    _common(mig)
+
+    imp = sub.add_parser("import", help="import workflows, templates, contacts or events from PATH")
+    _common(imp)
+    imp.add_argument("path", metavar="PATH")
+
+    exp = sub.add_parser(
+        "export", help="export workflows, templates, contacts and the ledger to DIR"
+    )
+    _common(exp)
+    exp.add_argument("directory", metavar="DIR")
+
+    cfg = sub.add_parser("config", help="show the effective configuration (secrets redacted)")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = cfg_sub.add_parser("show", help="print the effective settings as TOML")
+    _common(show)
+
+    inbox = sub.add_parser("inbox", help="the local capture inbox")
+    inbox_sub = inbox.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
+    lst = inbox_sub.add_parser("list", help="list received messages, newest first")
+    _common(lst)
+    lst.add_argument("--limit", type=int, default=20)
+    lst.add_argument(
+        "--search", metavar="TEXT", help="only messages whose subject or address match"
+    )
+    shw = inbox_sub.add_parser("show", help="print one message")
+    _common(shw)
+    shw.add_argument("id", metavar="ID")
+    shw.add_argument("--raw", action="store_true", help="print the raw RFC 5322 message")
+
+    demo = sub.add_parser("demo", help="publish simulated shop traffic to a running engine")
+    _common(demo)
+    demo.add_argument("--rate", type=float, default=50.0, metavar="N", help="events per second")
+    demo.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to run (default: until Ctrl-C)",
+    )
+    demo.add_argument("--nats", metavar="URL", help="NATS URL (default: the local stack's)")
+    demo.add_argument("--seed", type=int, default=1)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, dict[str, Any]] = {
+        "engine": {
+            "data_dir": getattr(args, "data_dir", None),
+            "node": getattr(args, "node", None),
+            "role": getattr(args, "role", None),
+            "durability": getattr(args, "durability", None),
+        },
+        "database": {"url": getattr(args, "database", None)},
+        "http": {"listen": getattr(args, "http", None)},
+        "nats": {"url": getattr(args, "nats", None)},
+        "smtp": {"url": getattr(args, "smtp", None)},
+        "ingest": {"write_key": getattr(args, "write_key", None)},
+    }
+    cleaned = {s: {k: v for k, v in vals.items() if v} for s, vals in overrides.items()}
+    return load_settings(args.config, overrides=cleaned)
+
+
+def _run_async(main: Callable[[], Any]) -> Any:
+    """Run a coroutine with Ctrl-C/SIGTERM turned into a clean stop (``asyncio.CancelledError``)."""
+
+    async def runner() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await main()
+        except asyncio.CancelledError:
+            return 0
+
+    return asyncio.run(runner())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        settings = settings_from(args)
+        return int(dispatch(args, settings) or 0)
+    except EngineError as exc:
+        if args.debug:
+            raise
+        print(f"campaign-engine: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from engine import commands
+
+    if args.command == "run":
+        from engine.node import run_node
+
+        return int(_run_async(lambda: run_node(settings, demo_rate=args.demo_rate)) or 0)
+    if args.command == "migrate":
+        return commands.migrate(settings)
+    if args.command == "import":
+        return commands.import_path(settings, Path(args.path))
+    if args.command == "export":
+        return commands.export_dir(settings, Path(args.directory))
+    if args.command == "config":
+        return commands.config_show(settings)
+    if args.command == "inbox":
+        if args.inbox_command == "list":
+            return commands.inbox_list(settings, limit=args.limit, search=args.search)
+        return commands.inbox_show(settings, args.id, raw=args.raw)
+    if args.command == "demo":
+        return int(
+            _run_async(
+                lambda: commands.demo(
+                    settings, rate=args.rate, duration=args.duration, nats=args.nats, seed=args.seed
+                )
+            )
+            or 0
+        )
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

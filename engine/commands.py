@@ -1,0 +1,336 @@
+"""The CLI's commands other than ``run``: each returns an exit code and prints for people."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from engine.config import Settings
+from engine.errors import ConfigError, StoreError
+from engine.store import Store, open_store, schema
+
+BATCH = 2000
+
+
+def _store(settings: Settings) -> Store:
+    return open_store(settings.database_url(), durability=settings.engine.durability)
+
+
+def migrate(settings: Settings) -> int:
+    store = _store(settings)
+    store.dispose()
+    print(f"Database is up to date: {store.url}")
+    return 0
+
+
+# ---------------------------------------------------------------- config show
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(type(value).__name__)
+
+
+def to_toml(data: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for the settings (tables of scalars and nested tables)."""
+    scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
+    tables = [(k, v) for k, v in data.items() if isinstance(v, dict)]
+    out: list[str] = []
+    if prefix and (scalars or not tables):
+        out.append(f"[{prefix}]")
+    out += [f"{k} = {_toml_value(v)}" for k, v in scalars]
+    for key, table in tables:
+        name = f"{prefix}.{key}" if prefix else key
+        if out:
+            out.append("")
+        out.append(to_toml(table, name).rstrip("\n"))
+    return "\n".join(out) + "\n"
+
+
+def config_show(settings: Settings) -> int:
+    data = settings.to_dict(redact=True)
+    data["engine"]["data_dir"] = str(settings.data_path)
+    data["database"]["effective_url"] = _safe_url(settings.database_url())
+    sys.stdout.write(to_toml(data))
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+# ---------------------------------------------------------------- inbox
+
+
+def inbox_list(settings: Settings, *, limit: int, search: str | None) -> int:
+    from engine.inbox import list_messages
+
+    entries = list_messages(settings.data_path / "inbox", limit=limit, query=search)
+    if not entries:
+        print("The inbox is empty." if not search else f"No messages match {search!r}.")
+        return 0
+    print(f"{'ID':>8}  {'RECEIVED (UTC)':19}  {'TO':32}  SUBJECT")
+    for e in entries:
+        when = datetime.fromtimestamp(e.received_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        to = ", ".join(e.rcpt_tos)[:32]
+        print(f"{e.id:>8}  {when:19}  {to:32}  {e.subject}")
+    return 0
+
+
+def inbox_show(settings: Settings, ident: str, *, raw: bool) -> int:
+    import email
+    import email.policy
+
+    from engine.inbox import get_message
+
+    _entry, data = get_message(settings.data_path / "inbox", ident)
+    if raw:
+        sys.stdout.write(data.decode("utf-8", "replace"))
+        return 0
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe"):
+        if msg[name]:
+            print(f"{name}: {msg[name]}")
+    body = msg.get_body(preferencelist=("plain",))  # type: ignore[attr-defined]
+    print()
+    print(body.get_content() if body is not None else "(no text part)")
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+
+async def demo(
+    settings: Settings, *, rate: float, duration: float | None, nats: str | None, seed: int
+) -> int:
+    from engine import bus
+    from engine.demo import run_demo
+    from engine.node import Connection
+
+    if rate <= 0:
+        raise ConfigError("--rate must be above 0 events per second")
+    url, token = nats, settings.nats.token
+    if not url:
+        conn = Connection.load(settings.data_path)
+        if conn is None:
+            raise ConfigError(
+                f"no running local engine found in {settings.data_path}; "
+                "start one with 'campaign-engine run' or pass --nats URL"
+            )
+        url, token = conn.nats_url, conn.nats_token
+    nc = await bus.connect(url, token=token or None, name="campaign-demo")
+    try:
+        print(f"Publishing simulated shop traffic at {rate:g} events/s to {url} ...", flush=True)
+        stats = await run_demo(nc.jetstream(), rate=rate, duration=duration, seed=seed)
+        print(f"Published {stats.published:,} events ({stats.achieved_rate:,.0f}/s).")
+    finally:
+        await nc.drain()
+    return 0
+
+
+# ---------------------------------------------------------------- import / export
+
+
+def _progress(label: str, done: int, started: float, *, final: bool = False) -> None:
+    elapsed = max(time.monotonic() - started, 1e-9)
+    end = "\n" if final else "\r"
+    print(f"{label}: {done:,} ({done / elapsed:,.0f}/s)", end=end, file=sys.stderr, flush=True)
+
+
+def _chunks(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                yield line, {k: v for k, v in row.items() if v not in (None, "")}
+        return
+    with path.open("rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{line}: not valid JSON: {exc}") from exc
+            if not isinstance(record, dict):
+                raise ConfigError(f"{path}:{line}: expected a JSON object per line")
+            yield line, record
+
+
+def contact_row(record: dict[str, Any], where: str, now: float) -> dict[str, Any]:
+    ident = record.get("id") or record.get("userId") or record.get("user_id")
+    if not isinstance(ident, str | int) or not str(ident).strip():
+        raise ConfigError(f"{where}: a contact needs an id (or userId)")
+    traits = record.get("traits") or {}
+    if not isinstance(traits, dict):
+        raise ConfigError(f"{where}: traits must be an object")
+    extra = {
+        k: v
+        for k, v in record.items()
+        if k not in {"id", "userId", "user_id", "traits", "email", "timezone", "consent"}
+    }
+    traits = {**extra, **traits}
+    email = record.get("email") or traits.get("email")
+    if email is not None and (not isinstance(email, str) or "@" not in email):
+        raise ConfigError(f"{where}: email {email!r} is not an email address")
+    if email:
+        traits["email"] = email
+    return {
+        "id": str(ident).strip(),
+        "email": email.strip().lower() if isinstance(email, str) else None,
+        "traits": traits,
+        "timezone": record.get("timezone"),
+        "consent": record.get("consent") or {},
+        "unsubscribed_at": None,
+        "first_seen_at": now,
+        "last_seen_at": now,
+        "updated_at": now,
+    }
+
+
+def import_contacts(store: Store, path: Path) -> int:
+    """Upsert contacts from JSON lines or CSV; validates everything before writing anything."""
+    now = time.time()
+    rows = [contact_row(rec, f"{path}:{line}", now) for line, rec in _read_records(path)]
+    started = time.monotonic()
+    done = 0
+    stmt = store.upsert(
+        schema.contacts, index=["id"], update=["email", "traits", "timezone", "updated_at"]
+    )
+    with store.begin() as conn:  # all or nothing
+        for chunk in _chunks(rows, BATCH):
+            conn.execute(stmt, chunk)
+            done += len(chunk)
+            _progress("contacts", done, started)
+    _progress("contacts", done, started, final=True)
+    return done
+
+
+def import_suppressions(store: Store, path: Path) -> int:
+    now = time.time()
+    rows = []
+    for line, rec in _read_records(path):
+        address = rec.get("address") or rec.get("email")
+        if not isinstance(address, str) or "@" not in address:
+            raise ConfigError(f"{path}:{line}: a suppression needs an address")
+        scope = rec.get("scope", "all")
+        if scope not in {"all", "marketing"}:
+            raise ConfigError(f"{path}:{line}: scope must be 'all' or 'marketing', got {scope!r}")
+        rows.append(
+            {
+                "address": address.strip().lower(),
+                "scope": scope,
+                "reason": str(rec.get("reason", "manual"))[:40],
+                "source": f"import {path.name}",
+                "created_at": now,
+            }
+        )
+    with store.begin() as conn:
+        for chunk in _chunks(rows, BATCH):
+            conn.execute(store.insert_ignore(schema.suppressions, index=["address"]), chunk)
+    print(f"suppressions: {len(rows):,}", file=sys.stderr)
+    return len(rows)
+
+
+def import_path(settings: Settings, path: Path) -> int:
+    from engine.library import import_templates, import_workflows
+
+    if not path.exists():
+        raise ConfigError(f"nothing to import: {path} does not exist")
+    store = _store(settings)
+    try:
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        template_dirs = sorted({f.parent for f in files if f.name == "template.toml"})
+        workflow_files = [
+            f
+            for f in files
+            if (f.suffix == ".toml" and f.name != "template.toml" and f.parent.name != "emails")
+            or (f.suffix == ".json" and f.parent.name == "workflows")
+        ]
+        known = {"contacts", "suppressions"}
+        data_files = [f for f in files if f.stem in known and f.suffix in {".jsonl", ".csv"}]
+        if not (template_dirs or workflow_files or data_files):
+            raise ConfigError(
+                f"{path}: found nothing to import (expected workflow .toml files, template folders "
+                "with template.toml, contacts.jsonl/.csv or suppressions.jsonl/.csv)"
+            )
+        if template_dirs:
+            n = import_templates(store, template_dirs, time.time())
+            print(f"templates: {n} imported")
+        if workflow_files:
+            n = import_workflows(store, workflow_files, time.time())
+            print(f"workflows: {n} imported")
+        for f in data_files:
+            if f.stem == "contacts":
+                import_contacts(store, f)
+            else:
+                import_suppressions(store, f)
+    finally:
+        store.dispose()
+    return 0
+
+
+def export_dir(settings: Settings, directory: Path) -> int:
+    from engine.library import export_templates, export_workflows
+
+    store = _store(settings)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        n_wf = export_workflows(store, directory / "workflows")
+        n_tpl = export_templates(store, directory / "emails")
+        counts = {"workflows": n_wf, "templates": n_tpl}
+        for name, table, order in (
+            ("contacts", schema.contacts, schema.contacts.c.id),
+            ("suppressions", schema.suppressions, schema.suppressions.c.address),
+            ("ledger", schema.intents, schema.intents.c.id),
+            ("audit", schema.audit_log, schema.audit_log.c.id),
+        ):
+            counts[name] = _export_table(store, table, order, directory / f"{name}.jsonl", name)
+    except OSError as exc:
+        raise StoreError(f"cannot write the export to {directory}: {exc}") from exc
+    finally:
+        store.dispose()
+    print("Exported " + ", ".join(f"{v:,} {k}" for k, v in counts.items()) + f" to {directory}")
+    return 0
+
+
+def _export_table(store: Store, table: sa.Table, order: Any, path: Path, label: str) -> int:
+    started = time.monotonic()
+    done = 0
+    with store.engine.connect() as conn, path.open("wb") as out:
+        result = conn.execution_options(stream_results=True, yield_per=BATCH).execute(
+            sa.select(table).order_by(order)
+        )
+        for row in result:
+            out.write(orjson.dumps(dict(row._mapping), default=str) + b"\n")
+            done += 1
+            if done % BATCH == 0:
+                _progress(label, done, started)
+    _progress(label, done, started, final=True)
+    return done

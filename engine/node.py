@@ -1,0 +1,353 @@
+"""One engine node: wires NATS, the store, and the stages, and runs them until told to stop.
+
+The local stack (the default) embeds a nats-server, SQLite and the capture inbox under the data
+directory. With ``--nats``/``--database``/``--smtp`` the same node runs against real services.
+Shutdown runs in order: stop intake (HTTP), finish the decide batch, stop timers, drain deliveries,
+drain NATS, stop the inbox and the embedded server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+
+from engine import bus
+from engine.clock import Clock, SystemClock
+from engine.config import Settings, parse_hostport
+from engine.control import ControlServer
+from engine.natsserver import NatsServer
+from engine.store import Store, open_store
+from engine.telemetry import Telemetry
+from engine.unsubscribe import UnsubscribeTokens, load_or_create_secret
+
+log = logging.getLogger(__name__)
+
+METRICS_INTERVAL_S = 0.25
+
+
+def read_secret_file(path: Path, *, create: bool = True) -> str:
+    """A secret kept in a file only this user can read (generated on first use)."""
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    if not create:
+        return ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+@dataclass
+class Connection:
+    """How to reach a running local stack; written to ``<data>/engine.json`` (mode 0600)."""
+
+    nats_url: str
+    nats_token: str
+    http_url: str
+    inbox: str
+    node: str
+    pid: int
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Connection | None:
+        path = data_dir / "engine.json"
+        try:
+            raw = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return cls(**raw)
+
+    def save(self, data_dir: Path) -> None:
+        path = data_dir / "engine.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(self.__dict__))
+
+
+@dataclass
+class Node:
+    """A running engine node. ``start()`` brings everything up; ``stop()`` brings it down."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    templates_dir: Path | None = None
+
+    nats_server: NatsServer | None = None
+    nc: NatsClient | None = None
+    js: JetStreamContext | None = None
+    store: Store | None = None
+    telemetry: Telemetry = field(init=False)
+    http_url: str = ""
+    inbox_address: str = ""
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    components: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.telemetry = Telemetry(self.settings.engine.node)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_path
+
+    @property
+    def nats_url(self) -> str:
+        if self.nats_server is not None:
+            return self.nats_server.url
+        return self.settings.nats.url
+
+    @property
+    def nats_token(self) -> str:
+        if self.nats_server is not None:
+            return self.nats_server.token
+        return self.settings.nats.token
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        from engine.library import load_library, seed_library
+
+        settings = self.settings
+        node = settings.engine.node
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        # NATS: embedded unless a URL was given.
+        if not settings.nats.url:
+            server = NatsServer(
+                store_dir=self.data_dir / "nats",
+                token=read_secret_file(self.data_dir / "nats-token"),
+                sync_always=settings.engine.durability == "power",
+            )
+            await server.astart()
+            self.nats_server = server
+        self.nc = await bus.connect(
+            self.nats_url, token=self.nats_token or None, name=f"engine-{node}"
+        )
+        self.js = self.nc.jetstream()
+        await bus.ensure_streams(
+            self.js, replicas=settings.nats.stream_replicas, max_age_days=settings.nats.max_age_days
+        )
+
+        # Store, then the starter workflows and templates on a fresh database.
+        self.store = await asyncio.to_thread(
+            open_store, settings.database_url(), durability=settings.engine.durability
+        )
+        self._stack.callback(self.store.dispose)
+        await asyncio.to_thread(seed_library, self.store, self.templates_dir, self.clock.now())
+        library = await asyncio.to_thread(load_library, self.store, settings)
+        self.components["library"] = library
+
+        tokens = UnsubscribeTokens(load_or_create_secret(self.data_dir / "unsubscribe.key"))
+        host, port = parse_hostport(settings.http.listen, "http.listen")
+        public_url = settings.http.public_url.rstrip("/")
+
+        # The default route: the configured relay, else the local capture inbox.
+        from engine.deliver import DeliveryService, RelayConfig
+
+        if settings.smtp.url:
+            relay = RelayConfig.from_url(
+                settings.smtp.url,
+                connections=settings.smtp.connections,
+                timeout=settings.smtp.timeout,
+            )
+        else:
+            from engine.inbox import CaptureInbox
+
+            inbox = CaptureInbox(self.data_dir / "inbox", keep=settings.inbox.keep)
+            ihost, iport = parse_hostport(settings.inbox.listen, "inbox.listen")
+            ihost, iport = await inbox.start(ihost, iport)
+            self._stack.push_async_callback(inbox.stop)
+            self.components["inbox"] = inbox
+            self.inbox_address = f"{ihost}:{iport}"
+            relay = RelayConfig(
+                host=ihost,
+                port=iport,
+                tls="none",
+                connections=settings.smtp.connections,
+                timeout=settings.smtp.timeout,
+            )
+
+        role = settings.engine.role
+        delivery = None
+        if role in ("all", "deliver"):
+            delivery = DeliveryService(
+                store=self.store,
+                renderer=library.renderer,
+                settings=settings,
+                telemetry=self.telemetry,
+                clock=self.clock,
+                node=node,
+                tokens=tokens,
+                public_url=public_url or f"http://{host}:{port}",
+                relay=relay,
+            )
+            await delivery.start()
+            self._stack.push_async_callback(delivery.stop)
+            self.components["delivery"] = delivery
+
+        def on_intents(ids: Any) -> None:
+            if delivery is not None:
+                delivery.notify(ids)
+
+        if role in ("all", "decide"):
+            from engine.decide import DecideWorker, TimerService
+
+            timers = TimerService(
+                store=self.store,
+                clock=self.clock,
+                telemetry=self.telemetry,
+                node=node,
+                workflows=library.workflows,
+                on_intents=on_intents,
+            )
+            decide = DecideWorker(
+                js=self.js,
+                store=self.store,
+                clock=self.clock,
+                telemetry=self.telemetry,
+                node=node,
+                workflows=library.workflows,
+                on_intents=on_intents,
+                on_timer=timers.poke,
+            )
+            await timers.start()
+            self._stack.push_async_callback(timers.stop)
+            await decide.start()
+            self._stack.push_async_callback(decide.stop)
+            self.components["decide"] = decide
+            self.components["timers"] = timers
+
+        if role in ("all", "http"):
+            from engine.ingest.http import HttpService
+            from engine.ingest.publisher import EventPublisher
+            from engine.unsubscribes import StoreUnsubscriber
+
+            publisher = EventPublisher(self.js, self.telemetry)
+            write_key = settings.ingest.write_key or read_secret_file(self.data_dir / "write-key")
+            http = HttpService(
+                publisher=publisher,
+                write_key=write_key,
+                telemetry=self.telemetry,
+                metrics_text=self.telemetry.prometheus,
+                unsubscribe=StoreUnsubscriber(self.store, self.clock),
+                health=self.health,
+                tokens=tokens,
+            )
+            bound_host, bound_port = await http.start(host, port)
+            # Stop intake first on the way down: pushed last, so it runs first.
+            self._stack.push_async_callback(http.stop)
+            self.http_url = f"http://{bound_host}:{bound_port}"
+            self.components["http"] = http
+
+        control = ControlServer(self.nc, node)
+        from engine.operations import register_operations
+
+        register_operations(control, self)
+        await control.start()
+        self._stack.push_async_callback(control.stop)
+        self.components["control"] = control
+
+        self._tasks.append(asyncio.create_task(self._publish_metrics(), name="metrics"))
+        if self.nats_server is not None:
+            Connection(
+                nats_url=self.nats_url,
+                nats_token=self.nats_token,
+                http_url=self.http_url,
+                inbox=self.inbox_address,
+                node=node,
+                pid=os.getpid(),
+            ).save(self.data_dir)
+
+    def health(self) -> dict[str, Any]:
+        nc = self.nc
+        return {
+            "node": self.settings.engine.node,
+            "role": self.settings.engine.role,
+            "nats": "healthy" if nc is not None and nc.is_connected else "failing",
+            "database": self.store.dialect if self.store is not None else None,
+            "http": self.http_url,
+            "inbox": self.inbox_address,
+        }
+
+    async def _publish_metrics(self) -> None:
+        subject = f"metrics.{self.settings.engine.node}"
+        while True:
+            await asyncio.sleep(METRICS_INTERVAL_S)
+            nc = self.nc
+            if nc is None or not nc.is_connected:
+                continue
+            snapshot = self.telemetry.snapshot()
+            snapshot["health"] = self.health()
+            try:
+                await nc.publish(subject, orjson.dumps(snapshot))
+            except Exception:  # reconnecting; the next tick will try again
+                log.debug("metrics publish failed", exc_info=True)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        # Components first (reverse start order), then NATS, then the embedded server & store.
+        nc, self.nc = self.nc, None
+        stack, self._stack = self._stack, contextlib.AsyncExitStack()
+        try:
+            # Components stop (and flush) while NATS is still connected; then NATS drains.
+            await stack.aclose()
+        finally:
+            if nc is not None and not nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await nc.drain()
+        if self.nats_server is not None:
+            self.nats_server.stop()
+            self.nats_server = None
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "engine.json").unlink()
+
+
+async def run_node(settings: Settings, *, demo_rate: float = 0.0) -> int:
+    """Run a node until cancelled (Ctrl-C), printing where its services are."""
+    node = Node(settings)
+    await node.start()
+    try:
+        print(f"Campaign engine '{settings.engine.node}' is running ({settings.engine.role}).")
+        print(f"  data        {node.data_dir}")
+        print(f"  NATS        {node.nats_url}")
+        if node.http_url:
+            print(
+                f"  HTTP API    {node.http_url}/v1/track"
+                f"  (write key in {node.data_dir / 'write-key'})"
+            )
+            print(f"  metrics     {node.http_url}/metrics")
+        if node.inbox_address:
+            print(f"  inbox       smtp://{node.inbox_address}  (campaign-engine inbox list)")
+        print("Press Ctrl-C to stop.", flush=True)
+        if demo_rate > 0 and node.js is not None:
+            from engine.demo import run_demo
+
+            print(f"Demo traffic: {demo_rate:g} events/s", flush=True)
+            await run_demo(node.js, rate=demo_rate, duration=None)
+        await asyncio.Event().wait()
+    finally:
+        print("Stopping...", flush=True)
+        await asyncio.shield(node.stop())
+    return 0
