@@ -277,10 +277,12 @@ class Node:
 
     def health(self) -> dict[str, Any]:
         nc = self.nc
+        connected = nc is not None and nc.is_connected
         return {
+            "ok": connected and self.store is not None,
             "node": self.settings.engine.node,
             "role": self.settings.engine.role,
-            "nats": "healthy" if nc is not None and nc.is_connected else "failing",
+            "nats": "healthy" if connected else "failing",
             "database": self.store.dialect if self.store is not None else None,
             "http": self.http_url,
             "inbox": self.inbox_address,
@@ -315,8 +317,11 @@ class Node:
             await stack.aclose()
         finally:
             if nc is not None and not nc.is_closed:
-                with contextlib.suppress(Exception):
+                try:
                     await nc.drain()
+                except Exception:  # reconnecting: drain is refused, close instead
+                    with contextlib.suppress(Exception):
+                        await nc.close()
         if self.nats_server is not None:
             self.nats_server.stop()
             self.nats_server = None
