@@ -48,13 +48,15 @@ async def serve() -> None:
         async def stats(_request: web.Request) -> web.Response:
             snap = telemetry.snapshot()
             info = await js.stream_info("EVENTS")
-            out = {k: {q: v[q] for q in ("count", "p50", "p99")} for k, v in snap["histograms"].items()}
+            out = {
+                k: {q: v[q] for q in ("count", "p50", "p99")} for k, v in snap["histograms"].items()
+            }
             out["stream_messages"] = info.state.messages
             out["cpu_ratio"] = snap["gauges"]["process_cpu_ratio"]
             return web.Response(body=orjson.dumps(out), content_type="application/json")
 
         service.app.router.add_get("/bench/stats", stats)
-        host, port = await service.start("127.0.0.1", 0)
+        _host, port = await service.start("127.0.0.1", 0)
         print(port, flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
