@@ -1,0 +1,219 @@
+"""LiveChart and ChartGroup: follow now, window, freeze, linked axes, legend, hover, timer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication, QHBoxLayout, QWidget
+from pytestqt.qtbot import QtBot
+from widget_helpers import NOW, themed_frame
+
+from widgets.chart_controls import ChartControls
+from widgets.format import format_rate
+from widgets.live_chart import ChartGroup, LiveChart
+
+
+class FakeClock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _chart(qtbot: QtBot, title: str = "Throughput") -> LiveChart:
+    chart = LiveChart(title, unit="/s", formatter=format_rate)
+    qtbot.addWidget(chart)
+    chart.add_series("in", "events in")
+    chart.add_series("out", "emails out")
+    return chart
+
+
+def _shown_group(
+    qtbot: QtBot, clock: FakeClock
+) -> tuple[ChartGroup, LiveChart, LiveChart, QWidget]:
+    group = ChartGroup(window=60, clock=clock)
+    holder = QWidget()
+    layout = QHBoxLayout(holder)
+    a, b = _chart(qtbot, "A"), _chart(qtbot, "B")
+    for chart in (a, b):
+        group.add_chart(chart)
+        layout.addWidget(chart)
+        for i in range(600):
+            chart.push("in", NOW - 600 + i, 2000.0 + i)
+            chart.push("out", NOW - 600 + i, 1800.0 + i)
+    frame = themed_frame(qtbot, holder, False, 900, 300)
+    group.refresh()
+    return group, a, b, frame
+
+
+def test_curves_are_created_once_then_fed(qtbot: QtBot) -> None:
+    chart = _chart(qtbot)
+    curve = chart.curve("out")
+    chart.push("out", NOW - 2, 10.0)
+    chart.push("out", NOW - 1, 12.0)
+    chart.refresh(NOW)
+    assert list(curve.yData) == [10.0, 12.0]
+    chart.push("out", NOW, 14.0)
+    chart.refresh(NOW)
+    assert chart.curve("out") is curve
+    assert list(curve.yData) == [10.0, 12.0, 14.0]
+    with pytest.raises(ValueError):
+        chart.add_series("out")
+
+
+def test_live_chart_rules_from_style(qtbot: QtBot) -> None:
+    chart = _chart(qtbot)
+    item = chart.getPlotItem()
+    for key in chart.series_keys():
+        curve = chart.curve(key)
+        assert curve.opts["clipToView"] is True
+        assert curve.opts["autoDownsample"] is True
+        assert curve.opts["downsampleMethod"] == "peak"
+    # clipping does nothing while x auto-range is on
+    assert item.getViewBox().state["autoRange"][0] is False
+
+
+def test_follows_now_over_the_window(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group, a, b, _frame = _shown_group(qtbot, clock)
+    assert a.x_range() == pytest.approx((NOW - 60, NOW))
+    clock.now += 5
+    group.refresh()
+    assert a.x_range() == pytest.approx((NOW - 55, NOW + 5))
+    assert b.x_range() == pytest.approx(a.x_range())
+
+
+def test_window_change_applies_to_all(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group, a, b, _frame = _shown_group(qtbot, clock)
+    with qtbot.waitSignal(group.window_changed, timeout=1000) as blocker:
+        group.set_window(900)
+    assert blocker.args == [900.0]
+    group.refresh()
+    for chart in (a, b):
+        assert chart.window_seconds() == 900
+        assert chart.x_range() == pytest.approx((NOW - 900, NOW))
+
+
+def test_freeze_stops_following_and_resume_catches_up(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group, a, b, _frame = _shown_group(qtbot, clock)
+    with qtbot.waitSignal(group.frozen_changed, timeout=1000) as blocker:
+        group.set_frozen(True)
+    assert blocker.args == [True]
+    assert a.is_frozen() and b.is_frozen()
+    frozen_range = a.x_range()
+    clock.now += 30
+    a.push("in", clock.now, 1.0)
+    group.refresh()
+    assert a.x_range() == pytest.approx(frozen_range)
+    # scrolling back while frozen moves both (linked axes)
+    a.getPlotItem().getViewBox().setXRange(NOW - 400, NOW - 340, padding=0)
+    group.refresh()
+    assert b.x_range() == pytest.approx((NOW - 400, NOW - 340))
+    x = a.curve("in").xData
+    assert x.min() <= NOW - 400 and x.max() >= NOW - 340  # the curve holds the scrolled-to data
+    with qtbot.waitSignal(group.frozen_changed, timeout=1000) as blocker:
+        group.set_frozen(False)
+    assert blocker.args == [False]
+    assert a.x_range() == pytest.approx((clock.now - 60, clock.now))
+
+
+def test_wheel_on_a_following_chart_freezes_the_group(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group, a, b, _frame = _shown_group(qtbot, clock)
+    viewport = a.viewport()
+    centre = QPointF(viewport.rect().center())
+    wheel = QWheelEvent(
+        centre,
+        QPointF(viewport.mapToGlobal(centre.toPoint())),
+        QPoint(0, 0),
+        QPoint(0, 120),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    with qtbot.waitSignal(group.frozen_changed, timeout=1000) as blocker:
+        QApplication.sendEvent(viewport, wheel)
+    assert blocker.args == [True]
+    assert b.is_frozen()
+
+
+def test_legend_shows_current_values(qtbot: QtBot) -> None:
+    chart = _chart(qtbot)
+    assert chart.legend_text("out") == "emails out"
+    chart.push("out", NOW - 1, 2431.0)
+    chart.refresh(NOW)
+    assert chart.legend_text("out") == "emails out  2,431/s"
+    assert chart.legend_text("in") == "events in  \u2014"
+
+
+def test_hover_readout_shows_exact_values(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    _group, a, _b, _frame = _shown_group(qtbot, clock)
+    assert a.readout_text() == ""
+    a.show_readout_at(NOW - 30)
+    text = a.readout_text()
+    assert "events in: 2,570/s" in text
+    assert "emails out: 2,370/s" in text
+    # a real mouse move over the plot shows it too, leaving hides it
+    vb_rect = a.getPlotItem().getViewBox().sceneBoundingRect()
+    target = a.mapFromScene(vb_rect.center())
+    qtbot.mouseMove(a.viewport(), target)
+    qtbot.waitUntil(lambda: "events in" in a.readout_text(), timeout=1000)
+    a._hide_readout()
+    assert a.readout_text() == ""
+
+
+def test_gaps_draw_without_warnings(qtbot: QtBot) -> None:
+    chart = _chart(qtbot)
+    for i, value in enumerate((1.0, math.nan, math.nan, 4.0)):
+        chart.push("in", NOW - 10 + i, value)
+    chart.refresh(NOW)
+    assert np.isnan(chart.curve("in").yData).sum() == 2
+
+
+def test_timer_drives_redraws(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group, a, _b, _frame = _shown_group(qtbot, clock)
+    group.start()
+    try:
+        assert group.is_running()
+        clock.now += 10
+        qtbot.waitUntil(lambda: a.x_range()[1] == pytest.approx(NOW + 10), timeout=2000)
+    finally:
+        group.stop()
+    assert not group.is_running()
+
+
+def test_refreshers_move_with_the_group(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group = ChartGroup(clock=clock)
+    seen: list[float] = []
+    group.add_refresher(seen.append)
+    group.refresh()
+    assert seen == [NOW]
+
+
+def test_controls_drive_the_group(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group, _a, _b, _frame = _shown_group(qtbot, clock)
+    controls = ChartControls(group)
+    qtbot.addWidget(controls)
+    with qtbot.waitSignal(group.window_changed, timeout=1000) as blocker:
+        qtbot.mouseClick(controls.window_button(3600), Qt.MouseButton.LeftButton)
+    assert blocker.args == [3600.0]
+    assert controls.window_button(3600).isChecked()
+    with qtbot.waitSignal(group.frozen_changed, timeout=1000) as blocker:
+        qtbot.mouseClick(controls.freeze_button(), Qt.MouseButton.LeftButton)
+    assert blocker.args == [True]
+    assert "resume live" in controls.freeze_button().text()
+    group.set_frozen(False)  # from elsewhere (e.g. a keyboard shortcut): the button follows
+    assert not controls.freeze_button().isChecked()
+    assert controls.freeze_button().text() == "Freeze"
