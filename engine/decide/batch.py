@@ -1,0 +1,299 @@
+"""One decide batch: a list of stream messages in, one committed transaction out.
+
+In order, inside one transaction:
+
+1. decode each message; bad JSON or an event failing ``parse_event`` becomes a ``dead_letters``
+   row with the reason (``field: problem``) and is otherwise skipped;
+2. insert the messageIds into ``processed_events``; the ones already there (redeliveries,
+   replays, a messageId seen twice) are skipped - this statement is also the first write, so on
+   SQLite the transaction holds the write lock before it reads anything;
+3. load, with one query each, the batch's contacts, the live enrollments and reentry history of
+   the contacts whose events can touch them, and the activity windows conditions count over;
+4. apply the events in stream order: profile update, activity, goals, resumed waits, triggers;
+5. write contacts, activity and the step machine's changes with ``executemany``; commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from engine.clock import Clock
+from engine.decide.changes import LIVE_STATES, Changes, Enrollment
+from engine.decide.machine import Moment, StepMachine, Subject
+from engine.decide.profiles import (
+    Contact,
+    RecentActivity,
+    activity_row,
+    load_activity,
+    load_contacts,
+    write_contacts,
+)
+from engine.decide.registry import WorkflowIndex, WorkflowRegistry
+from engine.decide.sql import DecideSql
+from engine.decide.workflow import Workflow
+from engine.errors import EventInvalid
+from engine.events import Event
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+ParseEvent = Callable[..., Event]  # engine.ingest.validate.parse_event
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message of the EVENTS stream, as the decide transaction needs it."""
+
+    data: bytes
+    subject: str
+    stream_seq: int
+    msg_id: str | None  # the Nats-Msg-Id header
+    published_at: float  # the JetStream timestamp, epoch seconds
+
+
+@dataclass
+class BatchOutcome:
+    """What a committed batch did, for acks, telemetry and the callbacks."""
+
+    intent_ids: list[str] = field(default_factory=list)
+    intents_per_workflow: Counter[str] = field(default_factory=Counter)
+    processed: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    reentry_skipped: Counter[str] = field(default_factory=Counter)
+    received_at: list[float] = field(default_factory=list)  # of each processed event
+    next_timer_at: float | None = None
+    commit_seconds: float = 0.0
+    committed_at: float = 0.0
+
+    def merge(self, other: BatchOutcome) -> None:
+        """Add another outcome (of a part of the same fetched batch) to this one."""
+        self.intent_ids += other.intent_ids
+        self.intents_per_workflow.update(other.intents_per_workflow)
+        self.processed += other.processed
+        self.duplicates += other.duplicates
+        self.dead_letters += other.dead_letters
+        self.reentry_skipped.update(other.reentry_skipped)
+        self.received_at += other.received_at
+        timers = [t for t in (self.next_timer_at, other.next_timer_at) if t is not None]
+        self.next_timer_at = min(timers, default=None)
+        self.commit_seconds += other.commit_seconds
+        self.committed_at = max(self.committed_at, other.committed_at)
+
+
+def dead_letter_id(delivery: Delivery) -> str:
+    """Stable across redeliveries and replays of the same message, so it is recorded once."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(delivery.stream_seq).encode())
+    digest.update(b"\x1f")
+    digest.update(delivery.data)
+    return digest.hexdigest()
+
+
+class DecideBatch:
+    """Runs batches of stream messages against the store (blocking; call from a worker thread)."""
+
+    def __init__(
+        self, *, store: Store, registry: WorkflowRegistry, clock: Clock, parse: ParseEvent
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.parse = parse
+        self.sql = DecideSql.build(store)
+
+    def decode(self, delivery: Delivery) -> Event | str:
+        """The event, or the reason it is a dead letter."""
+        try:
+            data: Any = orjson.loads(delivery.data)
+        except orjson.JSONDecodeError as exc:
+            return f"payload: not valid JSON ({exc})"
+        if isinstance(data, dict) and not data.get("messageId"):
+            # Published straight to NATS without an id: the header, else the stream position,
+            # so a redelivery or replay of this message is still recognised.
+            data["messageId"] = delivery.msg_id or f"stream-{delivery.stream_seq}"
+        try:
+            return self.parse(data, received_at=delivery.published_at)
+        except EventInvalid as exc:
+            return f"{exc.field}: {exc.problem}"
+
+    def run(self, deliveries: Sequence[Delivery]) -> BatchOutcome:
+        """Decide one batch in one transaction and commit it."""
+        outcome = BatchOutcome()
+        events: list[tuple[Event, Delivery]] = []
+        dead: list[tuple[Delivery, str]] = []
+        seen: set[str] = set()
+        for delivery in deliveries:
+            decoded = self.decode(delivery)
+            if isinstance(decoded, str):
+                dead.append((delivery, decoded))
+            elif decoded.message_id in seen:
+                outcome.duplicates += 1
+            else:
+                seen.add(decoded.message_id)
+                events.append((decoded, delivery))
+        now = self.clock.now()
+        with self.store.engine.connect() as conn, conn.begin() as tx:
+            fresh = self._claim(conn, events, now)
+            outcome.duplicates += len(events) - len(fresh)
+            outcome.dead_letters = self._dead_letters(conn, dead, now)
+            new = [event for event, _ in events if event.message_id in fresh]
+            if new:
+                self._decide(conn, new, now, outcome)
+            started = time.perf_counter()
+            tx.commit()
+            outcome.commit_seconds = time.perf_counter() - started
+        outcome.committed_at = self.clock.now()
+        return outcome
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> bool:
+        """Record one message as a dead letter in its own transaction (poison isolation)."""
+        with self.store.begin() as conn:
+            return self._dead_letters(conn, [(delivery, reason)], self.clock.now()) > 0
+
+    def _claim(
+        self, conn: Connection, events: list[tuple[Event, Delivery]], now: float
+    ) -> set[str]:
+        if not events:
+            return set()
+        rows = [
+            {"message_id": e.message_id, "stream_seq": d.stream_seq, "processed_at": now}
+            for e, d in events
+        ]
+        return {row.message_id for row in conn.execute(self.sql.claim_events, rows)}
+
+    def _dead_letters(self, conn: Connection, dead: list[tuple[Delivery, str]], now: float) -> int:
+        if not dead:
+            return 0
+        rows = [
+            {
+                "id": dead_letter_id(d),
+                "subject": d.subject[:255],
+                "stream_seq": d.stream_seq,
+                "payload": d.data,
+                "reason": reason,
+                "status": "open",
+                "created_at": now,
+            }
+            for d, reason in dead
+        ]
+        return len(conn.execute(self.sql.dead_letters, rows).all())
+
+    def _decide(
+        self, conn: Connection, events: list[Event], now: float, outcome: BatchOutcome
+    ) -> None:
+        index, sql = self.registry.index, self.sql
+        contacts = load_contacts(conn, sql, (e.contact_key for e in events))
+        involved = {e.contact_key for e in events if index.needs_enrollments(e.activity_name)}
+        live, history = self._load_enrollments(conn, involved, _limited(index, events))
+        counted = [e for e in events if e.activity_name in index.counting_events]
+        activity = load_activity(
+            conn,
+            sql,
+            sorted({e.contact_key for e in counted}),
+            index.activity_windows,
+            min((e.timestamp for e in counted), default=now),
+        )
+        changes = Changes()
+        decider = _EventDecider(index, StepMachine(changes), live, history, outcome)
+        for event in events:
+            contact = contacts[event.contact_key]
+            recent = activity.setdefault(contact.id, RecentActivity())
+            decider.apply(event, contact, recent, now)
+            outcome.received_at.append(event.received_at)
+        write_contacts(conn, sql, contacts.values(), now)
+        conn.execute(sql.insert_activity, [activity_row(e) for e in events])
+        outcome.next_timer_at = changes.next_timer_at
+        ids, per_workflow = changes.write(conn, sql)
+        outcome.intent_ids, outcome.intents_per_workflow = ids, per_workflow
+        outcome.processed = len(events)
+
+    def _load_enrollments(
+        self, conn: Connection, contact_ids: set[str], limited: set[str]
+    ) -> tuple[dict[str, list[Enrollment]], dict[tuple[str, str], float]]:
+        """Live enrollments of these contacts, and when each last entered each
+        reentry-limited workflow (one query)."""
+        live: dict[str, list[Enrollment]] = {}
+        history: dict[tuple[str, str], float] = {}
+        if not contact_ids:
+            return live, history
+        params = {"ids": sorted(contact_ids), "workflows": sorted(limited)}
+        for row in conn.execute(self.sql.enrollments, params):
+            if row.state in LIVE_STATES:
+                live.setdefault(row.contact_id, []).append(Enrollment.from_row(row))
+            if row.workflow_id in limited:
+                key = (row.workflow_id, row.contact_id)
+                history[key] = max(row.entered_at, history.get(key, row.entered_at))
+        return live, history
+
+
+class _EventDecider:
+    """Applies one event after another to in-memory state (goals, waits, triggers)."""
+
+    def __init__(
+        self,
+        index: WorkflowIndex,
+        machine: StepMachine,
+        live: dict[str, list[Enrollment]],
+        history: dict[tuple[str, str], float],
+        outcome: BatchOutcome,
+    ) -> None:
+        self.index = index
+        self.machine = machine
+        self.live = live
+        self.history = history
+        self.outcome = outcome
+
+    def apply(self, event: Event, contact: Contact, recent: RecentActivity, now: float) -> None:
+        previous_seen = contact.observe(event)
+        recent.add(event.activity_name, event.timestamp, event.properties)
+        who = Subject(contact, recent)
+        at = Moment.of_event(event, now)
+        mine = self.live.setdefault(contact.id, [])
+        for enrollment in mine:
+            wf = self.index.get(enrollment.workflow_id, enrollment.workflow_version)
+            if wf is None or not enrollment.live:
+                continue
+            if self.machine.goal_reached(wf, event, who, previous_seen):
+                reason = f"goal reached: {event.activity_name} (messageId {event.message_id})"
+                self.machine.exit(enrollment, reason, now)
+            elif self.machine.awaits(wf, enrollment, event, who):
+                self.machine.resume(wf, enrollment, event, who, at)
+        for wf in self.index.triggered_by(event.activity_name):
+            if not self.machine.trigger_holds(wf, event, who, previous_seen):
+                continue
+            if not self._may_enter(wf, contact.id, now):
+                self.outcome.reentry_skipped[wf.id] += 1
+                continue
+            mine.append(self.machine.enter(wf, event, who, previous_seen, at))
+            self.history[(wf.id, contact.id)] = now
+
+    def _may_enter(self, wf: Workflow, contact_id: str, now: float) -> bool:
+        mode = wf.reentry.mode
+        if mode == "always":
+            return True
+        last = self.history.get((wf.id, contact_id))
+        if mode == "once":
+            return last is None
+        if any(e.live and e.workflow_id == wf.id for e in self.live.get(contact_id, [])):
+            return False
+        return last is None or now - last >= wf.reentry.after_s
+
+
+def _limited(index: WorkflowIndex, events: Iterable[Event]) -> set[str]:
+    """Workflows triggered in this batch whose reentry rule needs the contact's history."""
+    return {
+        wf.id
+        for e in events
+        for wf in index.triggered_by(e.activity_name)
+        if wf.reentry.mode != "always"
+    }

@@ -1,0 +1,132 @@
+"""The workflows the decide stage runs: an in-memory index over every stored version.
+
+Enrollments continue on the version they entered with, so every version stays loaded
+(``load_stored_workflows``); only the newest version of each workflow starts new enrollments,
+and only when it is enabled. The index is rebuilt and swapped as a whole, so a batch in
+progress on another thread keeps a consistent view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from engine.decide.conditions import merge_windows
+from engine.decide.workflow import Workflow, workflow_from_definition
+from engine.store import Store, schema
+
+
+@dataclass(frozen=True)
+class WorkflowIndex:
+    """One consistent snapshot of the loaded workflows and what the decide stage looks up."""
+
+    versions: Mapping[tuple[str, int], Workflow] = field(default_factory=dict)
+    newest: Mapping[str, Workflow] = field(default_factory=dict)
+    triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)
+    goal_events: frozenset[str] = frozenset()
+    awaited_events: frozenset[str] = frozenset()
+    activity_windows: Mapping[str, float] = field(default_factory=dict)
+    counting_events: frozenset[str] = frozenset()  # events whose decisions may count activity
+
+    @classmethod
+    def build(cls, workflows: Iterable[Workflow]) -> WorkflowIndex:
+        versions = {(wf.id, wf.version): wf for wf in workflows}
+        newest: dict[str, Workflow] = {}
+        for wf in versions.values():
+            if wf.id not in newest or wf.version > newest[wf.id].version:
+                newest[wf.id] = wf
+        triggers: dict[str, list[Workflow]] = {}
+        for wf in sorted(newest.values(), key=lambda w: w.id):
+            if wf.enabled:
+                for name in wf.trigger.events:
+                    triggers.setdefault(name, []).append(wf)
+        every = list(versions.values())
+        return cls(
+            versions=versions,
+            newest=newest,
+            triggers={name: tuple(wfs) for name, wfs in triggers.items()},
+            goal_events=frozenset(n for wf in every if wf.goal for n in wf.goal.events),
+            awaited_events=frozenset(n for wf in every for n in wf.awaited_events()),
+            activity_windows=merge_windows(wf.activity_windows() for wf in every),
+            counting_events=frozenset(
+                name
+                for wf in every
+                if wf.activity_windows()
+                for name in (
+                    *wf.trigger.events,
+                    *(wf.goal.events if wf.goal else ()),
+                    *wf.awaited_events(),
+                )
+            ),
+        )
+
+    def get(self, workflow_id: str, version: int | None = None) -> Workflow | None:
+        if version is None:
+            return self.newest.get(workflow_id)
+        return self.versions.get((workflow_id, version))
+
+    def triggered_by(self, event_name: str) -> tuple[Workflow, ...]:
+        """Enabled workflows whose trigger names this event (newest versions)."""
+        return self.triggers.get(event_name, ())
+
+    def needs_enrollments(self, event_name: str) -> bool:
+        """Whether an event of this name may touch existing enrollments or reentry rules."""
+        if event_name in self.goal_events or event_name in self.awaited_events:
+            return True
+        return any(wf.reentry.mode != "always" for wf in self.triggered_by(event_name))
+
+
+class WorkflowRegistry:
+    """The workflows known to this node; ``index`` is the current snapshot."""
+
+    def __init__(self, workflows: Iterable[Workflow] = ()) -> None:
+        self.index = WorkflowIndex.build(workflows)
+
+    def replace(self, workflows: Iterable[Workflow]) -> None:
+        """Swap in a new set of workflows (all versions)."""
+        self.index = WorkflowIndex.build(workflows)
+
+    def add(self, workflow: Workflow) -> None:
+        """Add or replace one workflow version."""
+        self.replace([*self.index.versions.values(), workflow])
+
+    def get(self, workflow_id: str, version: int | None = None) -> Workflow | None:
+        """A version of a workflow, or its newest version."""
+        return self.index.get(workflow_id, version)
+
+    def active(self) -> list[Workflow]:
+        """The newest version of each enabled workflow."""
+        return [wf for wf in self.index.newest.values() if wf.enabled]
+
+
+def load_stored_workflows(
+    store: Store, *, overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[Workflow]:
+    """Every workflow version in the store, validated, with its stored ``enabled`` flag."""
+    overrides = overrides or {}
+    table = schema.workflows
+    with store.begin() as conn:
+        rows = conn.execute(sa.select(table).order_by(table.c.id, table.c.version)).all()
+    newest = {row.id: row.version for row in rows}  # ordered by version
+    out = []
+    for row in rows:
+        mine = dict(overrides.get(row.id, {}))
+        if row.version != newest[row.id]:
+            # An older version may not declare a parameter the settings override for the newest
+            # (the newest is checked strictly, so a misspelt setting is still an error).
+            declared = row.definition.get("params", {})
+            mine = {k: v for k, v in mine.items() if k in declared}
+        source = f"store: workflow {row.id} v{row.version}"
+        out.append(
+            workflow_from_definition(
+                row.definition,
+                version=row.version,
+                enabled=bool(row.enabled),
+                params=mine,
+                source=source,
+            )
+        )
+    return out
