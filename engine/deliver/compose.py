@@ -1,0 +1,179 @@
+"""From a claimed intent to a message on its way: send-time checks, render context, MIME, envelope.
+
+Pure apart from the clock value passed in: no I/O, so it runs on the event loop between
+network reads (about 0.2 ms per message for a cached template).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from engine.config import SendingSettings
+from engine.deliver.model import (
+    EXPIRED,
+    SUPPRESSED,
+    ClaimBatch,
+    ClaimedIntent,
+    ContactRow,
+    Job,
+    Outcome,
+)
+from engine.deliver.smtp import stuff
+from engine.errors import HeaderInvalid
+from engine.mime import build_message, envelope_address, make_message_id, parse_address
+from engine.render import Renderer
+from engine.unsubscribe import UnsubscribeTokens
+
+log = logging.getLogger(__name__)
+
+MARKETING = "marketing"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the engine sends as, resolved once from the settings."""
+
+    from_address: str
+    message_id_domain: str
+    bounce_domain: str
+    list_id: str | None
+    unsubscribe_mailto: str | None
+    public_url: str
+    shop: Mapping[str, Any]
+
+    @classmethod
+    def from_settings(
+        cls, sending: SendingSettings, *, public_url: str, shop: Mapping[str, Any] | None = None
+    ) -> Identity:
+        name, addr = parse_address(sending.from_address)
+        domain = addr.rpartition("@")[2]
+        return cls(
+            from_address=sending.from_address,
+            message_id_domain=domain,
+            bounce_domain=sending.bounce_domain,
+            list_id=sending.list_id or None,
+            unsubscribe_mailto=sending.unsubscribe_mailto or None,
+            public_url=public_url.rstrip("/"),
+            shop=dict(shop) if shop else {"name": name, "url": "", "address": ""},
+        )
+
+
+def check_at_send_time(intent: ClaimedIntent, batch: ClaimBatch, now: float) -> Outcome | None:
+    """The outcome when the intent must not be sent now (expired, suppressed), else None.
+
+    Suppression: the address is suppressed for everything, or (marketing only) for marketing,
+    or the contact unsubscribed or explicitly withdrew marketing consent.
+    """
+    if intent.expires_at is not None and intent.expires_at <= now:
+        return _final(intent, EXPIRED, "expired before it could be sent", now)
+    address = intent.to_addr.lower()
+    scope = batch.suppressions.get(address)
+    if scope == "all":
+        return _final(intent, SUPPRESSED, f"suppressed: {address} is on the suppression list", now)
+    if intent.category == MARKETING:
+        contact = batch.contacts.get(intent.contact_id)
+        if scope == MARKETING:
+            reason = f"suppressed: {address} unsubscribed from marketing"
+            return _final(intent, SUPPRESSED, reason, now)
+        if contact is not None and contact.unsubscribed_at is not None:
+            return _final(intent, SUPPRESSED, "suppressed: the contact unsubscribed", now)
+        if contact is not None and _consent_withdrawn(contact):
+            return _final(intent, SUPPRESSED, "suppressed: no marketing consent", now)
+    return None
+
+
+def _consent_withdrawn(contact: ContactRow) -> bool:
+    entry = contact.consent.get("email_marketing")
+    return isinstance(entry, dict) and entry.get("granted") is False
+
+
+def _final(intent: ClaimedIntent, status: str, reason: str, now: float) -> Outcome:
+    return Outcome(
+        intent_id=intent.id,
+        workflow_id=intent.workflow_id,
+        status=status,
+        attempts=intent.attempts,
+        reply=reason,
+        finished_at=now,
+    )
+
+
+def render_context(
+    intent: ClaimedIntent,
+    contact: ContactRow | None,
+    *,
+    unsubscribe_url: str,
+    shop: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The render context: the intent's stored context, completed by the convention's keys.
+
+    ``contact`` is the contact's traits plus ``id`` and ``email`` (these two always win, so a
+    template addresses the person the message goes to).
+    """
+    stored = intent.context
+    traits = dict(contact.traits) if contact is not None else {}
+    event = stored.get("event")
+    if not isinstance(event, dict):
+        event = {"name": "", "properties": {}}
+    properties = stored.get("properties")
+    if not isinstance(properties, dict):
+        properties = event.get("properties") if isinstance(event.get("properties"), dict) else {}
+    context = dict(stored)
+    context.update(
+        contact={**traits, "id": intent.contact_id, "email": intent.to_addr},
+        traits=traits,
+        event=event,
+        properties=properties,
+        unsubscribe_url=unsubscribe_url,
+        shop=stored.get("shop") if isinstance(stored.get("shop"), dict) else dict(shop),
+    )
+    return context
+
+
+class Composer:
+    """Renders and builds the message for one claimed intent."""
+
+    def __init__(self, renderer: Renderer, tokens: UnsubscribeTokens, identity: Identity) -> None:
+        self.renderer = renderer
+        self.tokens = tokens
+        self.identity = identity
+
+    def compose(self, intent: ClaimedIntent, contact: ContactRow | None, now: float) -> Job:
+        """Render, build and address one message; ``RenderError`` or ``HeaderInvalid`` if not."""
+        ident = self.identity
+        url = f"{ident.public_url}/u/{self.tokens.make(intent.contact_id, intent.to_addr)}"
+        context = render_context(intent, contact, unsubscribe_url=url, shop=ident.shop)
+        email = self.renderer.render(intent.template_id, context)
+        from_address = email.from_address or ident.from_address
+        message_id = make_message_id(intent.id, ident.message_id_domain)
+        marketing = intent.category == MARKETING
+        # List-Unsubscribe/List-Id only on marketing mail: an order confirmation has no list
+        # to leave, and an unsubscribe does not stop transactional mail anyway.
+        message = build_message(
+            from_address=from_address,
+            to_address=intent.to_addr,
+            subject=email.subject,
+            html=email.html,
+            text=email.text,
+            message_id=message_id,
+            date=now,
+            list_unsubscribe_url=url if marketing else None,
+            list_unsubscribe_mailto=ident.unsubscribe_mailto if marketing else None,
+            list_id=ident.list_id if marketing else None,
+        )
+        sender = f"bounce+{intent.id}@{ident.bounce_domain}"
+        recipient = envelope_address(intent.to_addr)
+        if not sender.isascii() or any(c in sender for c in "<> \r\n"):
+            raise HeaderInvalid(f"bounce address {sender!r} is not usable")
+        return Job(
+            intent=intent,
+            sender=sender,
+            recipient=recipient,
+            body=stuff(message),
+            message_id=message_id,
+            rendered_at=now,
+            eight_bit=not message.isascii(),
+        )

@@ -1,0 +1,358 @@
+"""The deliver stage's statements against the ``intents`` ledger (blocking; run on a DB thread).
+
+Every state change is fenced by ``claimed_by``: a node only moves rows it still owns, so a node
+that stalled past its lease (and was recovered by another) cannot mark or finish a row that is
+now someone else's. ``claimed_by`` is ``"<node>/<incarnation>"``: a restarted node recovers its
+previous incarnation's rows at once instead of waiting for their leases, and the fence still
+keeps a lingering old process away from them.
+
+Claims: on PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` in a CTE, then UPDATE ... RETURNING,
+so deliver workers on several nodes never wait on or take each other's rows; on SQLite the same
+statement without the lock clause is atomic because SQLite serializes writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, bindparam, func
+
+from engine.deliver.model import (
+    CLAIMED,
+    DEFERRED,
+    QUEUED,
+    SENDING,
+    UNCERTAIN,
+    ClaimBatch,
+    ClaimedIntent,
+    ContactRow,
+    Outcome,
+)
+from engine.store import Store, schema
+
+intents = schema.intents
+_C = intents.c
+_CLAIM_COLUMNS = (
+    _C.id,
+    _C.workflow_id,
+    _C.step_id,
+    _C.contact_id,
+    _C.event_id,
+    _C.template_id,
+    _C.route,
+    _C.category,
+    _C.to_addr,
+    _C.context,
+    _C.attempts,
+    _C.expires_at,
+    _C.received_at,
+)
+_CHUNK = 500  # ids per IN (...) list
+UNCERTAIN_REPLY = (
+    "uncertain: the engine stopped after committing to send the final dot and before "
+    "recording the relay's reply; not retried automatically"
+)
+
+# One executemany statement for every kind of outcome: all columns are written, so a row ends
+# exactly as the Outcome says. COALESCE keeps the render data of an earlier attempt.
+_OUTCOME_UPDATE = (
+    sa.update(intents)
+    .where(
+        _C.id == bindparam("o_id"),
+        _C.claimed_by == bindparam("o_owner"),
+        # Not IN (...): SQLAlchemy cannot expand a list inside an executemany.
+        sa.or_(_C.status == CLAIMED, _C.status == SENDING, _C.status == UNCERTAIN),
+    )
+    .values(
+        status=bindparam("o_status"),
+        attempts=bindparam("o_attempts"),
+        reply=func.coalesce(bindparam("o_reply", type_=sa.Text), _C.reply),
+        next_attempt_at=func.coalesce(bindparam("o_next", type_=sa.Float), _C.next_attempt_at),
+        rendered_at=func.coalesce(bindparam("o_rendered", type_=sa.Float), _C.rendered_at),
+        message_id=func.coalesce(bindparam("o_message_id", type_=sa.String), _C.message_id),
+        dot_at=bindparam("o_dot_at", type_=sa.Float),
+        accepted_at=bindparam("o_accepted_at", type_=sa.Float),
+        finished_at=bindparam("o_finished_at", type_=sa.Float),
+        claimed_by=bindparam("o_claimed_by", type_=sa.String),
+        lease_until=None,
+    )
+)
+
+
+@dataclass(slots=True)
+class Recovery:
+    """What a recovery pass changed."""
+
+    requeued: int = 0
+    uncertain: list[tuple[str, str]] = field(default_factory=list)  # (intent id, workflow id)
+
+
+def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _claim_statement(
+    where: tuple[sa.ColumnElement[bool], ...], *, pg: bool, pick: bool
+) -> sa.Update:
+    """UPDATE ... SET claimed ... RETURNING, for the rows ``where`` selects.
+
+    ``pick``: choose at most ``b_limit`` rows, oldest first. On PostgreSQL the pick runs in a
+    CTE with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers skip each other's rows instead
+    of waiting; SQLite needs no lock clause (one writer at a time).
+    """
+    target: sa.ColumnElement[bool]
+    if pick:
+        chosen = (
+            sa.select(_C.id)
+            .where(*where)
+            .order_by(_C.next_attempt_at)
+            .limit(bindparam("b_limit", type_=sa.Integer))
+        )
+        if pg:
+            picked = chosen.with_for_update(skip_locked=True).cte("picked")
+            target = _C.id.in_(sa.select(picked.c.id))
+        else:
+            target = _C.id.in_(chosen)
+    else:
+        target = sa.true()
+    return (
+        sa.update(intents)
+        .where(target, *where)
+        .values(
+            status=CLAIMED,
+            claimed_by=bindparam("b_owner"),
+            lease_until=bindparam("b_lease", type_=sa.Float),
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
+
+
+def _claimed(row: sa.Row[Any]) -> ClaimedIntent:
+    # Positional: _CLAIM_COLUMNS is in ClaimedIntent's field order (attribute access by name
+    # on a Row costs more than the rest of the conversion).
+    v = tuple(row)
+    return ClaimedIntent(
+        v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8],
+        v[9] if isinstance(v[9], dict) else {},
+        v[10] or 0,
+        v[11], v[12],
+    )  # fmt: skip
+
+
+class Ledger:
+    """Claims, marks and finishes intents for one deliver service instance (``owner``).
+
+    The hot statements are built once, with expanding bind parameters for the id lists, so
+    each call is a cache hit in SQLAlchemy's compiled cache (building a statement costs more
+    than running it on SQLite).
+    """
+
+    def __init__(self, store: Store, *, node: str, owner: str) -> None:
+        self.store = store
+        self.node = node
+        self.owner = owner
+        pg = store.dialect == "postgresql"
+        ids: sa.BindParameter[list[str]] = bindparam("b_ids", expanding=True)
+        now = bindparam("b_now", type_=sa.Float)
+        self._claim_ids = _claim_statement(
+            (_C.id.in_(ids), _C.status == QUEUED, _C.next_attempt_at <= now), pg=pg, pick=pg
+        )
+        self._claim_due = _claim_statement(
+            (_C.status == bindparam("b_status"), _C.next_attempt_at <= now), pg=pg, pick=True
+        )
+        self._mark_dots = (
+            sa.update(intents)
+            .where(_C.id.in_(ids), _C.status == CLAIMED, _C.claimed_by == bindparam("b_owner"))
+            .values(status=SENDING, dot_at=now, lease_until=bindparam("b_lease", type_=sa.Float))
+            .returning(_C.id)
+        )
+        self._renew = (
+            sa.update(intents)
+            .where(
+                _C.id.in_(ids),
+                _C.claimed_by == bindparam("b_owner"),
+                _C.status.in_((CLAIMED, SENDING)),
+            )
+            .values(lease_until=bindparam("b_lease", type_=sa.Float))
+        )
+        contacts = schema.contacts
+        self._contacts = sa.select(
+            contacts.c.id,
+            contacts.c.email,
+            contacts.c.traits,
+            contacts.c.consent,
+            contacts.c.unsubscribed_at,
+        ).where(contacts.c.id.in_(ids))
+        suppressions = schema.suppressions
+        self._suppressions = sa.select(suppressions.c.address, suppressions.c.scope).where(
+            suppressions.c.address.in_(ids)
+        )
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def claim(
+        self, *, now: float, lease_until: float, limit: int, ids: Sequence[str] | None = None
+    ) -> ClaimBatch:
+        """Claim up to ``limit`` due intents (only ``ids`` when given: notified, still queued)
+        and load their contacts and suppressions, all in one transaction."""
+        claimed: list[ClaimedIntent] = []
+        params: dict[str, Any] = {"b_now": now, "b_owner": self.owner, "b_lease": lease_until}
+        with self.store.begin() as conn:
+            if ids is not None:
+                for chunk in _chunks(ids):
+                    found = conn.execute(
+                        self._claim_ids, {**params, "b_ids": list(chunk), "b_limit": len(chunk)}
+                    )
+                    claimed += [_claimed(row) for row in found]
+            else:
+                for status in (QUEUED, DEFERRED):
+                    if len(claimed) >= limit:
+                        break
+                    found = conn.execute(
+                        self._claim_due,
+                        {**params, "b_status": status, "b_limit": limit - len(claimed)},
+                    )
+                    claimed += [_claimed(row) for row in found]
+            batch = ClaimBatch(claimed)
+            if claimed:
+                self._load_recipients(conn, batch)
+        return batch
+
+    def _load_recipients(self, conn: Connection, batch: ClaimBatch) -> None:
+        contact_ids = sorted({i.contact_id for i in batch.intents})
+        addresses = sorted({i.to_addr.lower() for i in batch.intents})
+        for chunk in _chunks(contact_ids):
+            for row in conn.execute(self._contacts, {"b_ids": list(chunk)}):
+                batch.contacts[row.id] = ContactRow(
+                    id=row.id,
+                    email=row.email,
+                    traits=row.traits if isinstance(row.traits, dict) else {},
+                    consent=row.consent if isinstance(row.consent, dict) else {},
+                    unsubscribed_at=row.unsubscribed_at,
+                )
+        for chunk in _chunks(addresses):
+            for entry in conn.execute(self._suppressions, {"b_ids": list(chunk)}):
+                if batch.suppressions.get(entry.address) != "all":
+                    batch.suppressions[entry.address] = entry.scope
+
+    # -- the group commit -------------------------------------------------------------------
+
+    def commit(
+        self,
+        *,
+        now: float,
+        dots: Sequence[str],
+        lease_until: float,
+        outcomes: Sequence[Outcome],
+        renew: Sequence[str] = (),
+    ) -> set[str]:
+        """One transaction: dot markers, outcomes, hard-bounce suppressions, lease renewals.
+
+        Returns the ids whose dot marker was written: only for those may the final dot go out
+        (a missing id means this node no longer owns the intent).
+        """
+        marked: set[str] = set()
+        with self.store.begin() as conn:
+            params = {"b_now": now, "b_owner": self.owner, "b_lease": lease_until}
+            for chunk in _chunks(dots):
+                found = conn.execute(self._mark_dots, {**params, "b_ids": list(chunk)})
+                marked.update(found.scalars())
+            if outcomes:
+                conn.execute(_OUTCOME_UPDATE, [self._outcome_params(o) for o in outcomes])
+                bounced = {o.suppress_address.lower(): o for o in outcomes if o.suppress_address}
+                if bounced:
+                    self._suppress(conn, bounced, now)
+            for chunk in _chunks(renew):
+                conn.execute(self._renew, {**params, "b_ids": list(chunk)})
+        return marked
+
+    def _outcome_params(self, o: Outcome) -> dict[str, Any]:
+        final = o.status not in (QUEUED, DEFERRED)
+        return {
+            "o_id": o.intent_id,
+            "o_owner": self.owner,
+            "o_status": o.status,
+            "o_attempts": o.attempts,
+            "o_reply": o.reply[:4000] if o.reply else o.reply,
+            "o_next": o.next_attempt_at,
+            "o_rendered": o.rendered_at,
+            "o_message_id": o.message_id,
+            "o_dot_at": o.dot_at,
+            "o_accepted_at": o.accepted_at,
+            "o_finished_at": o.finished_at,
+            "o_claimed_by": self.owner if final else None,
+        }
+
+    def _suppress(self, conn: Connection, bounced: dict[str, Outcome], now: float) -> None:
+        table = schema.suppressions
+        rows = [
+            {
+                "address": address,
+                "scope": "all",
+                "reason": "hard_bounce",
+                "source": f"bounce {o.intent_id}: {o.reply or ''}"[:200],
+                "created_at": now,
+            }
+            for address, o in bounced.items()
+        ]
+        conn.execute(self.store.insert_ignore(table, index=["address"]), rows)
+        # A marketing-only suppression (an unsubscribe) widens to everything.
+        conn.execute(
+            sa.update(table)
+            .where(table.c.address.in_(list(bounced)), table.c.scope != "all")
+            .values(scope="all", reason="hard_bounce", created_at=now)
+        )
+
+    # -- recovery and gauges ----------------------------------------------------------------
+
+    def recover(self, *, now: float, own_node: bool) -> Recovery:
+        """Requeue claimed rows whose lease ran out; make sending ones ``uncertain``.
+
+        With ``own_node``, rows of earlier incarnations of this node count as abandoned whatever
+        their lease says (this runs once at start-up, before this incarnation claims anything).
+        """
+        stale = sa.or_(_C.lease_until.is_(None), _C.lease_until < now)
+        if own_node:
+            stale = sa.or_(
+                stale,
+                _C.claimed_by.startswith(f"{self.node}/", autoescape=True),
+                _C.claimed_by == self.node,
+            )
+        recovery = Recovery()
+        with self.store.begin() as conn:
+            requeued = conn.execute(
+                sa.update(intents)
+                .where(_C.status == CLAIMED, stale)
+                .values(status=QUEUED, claimed_by=None, lease_until=None)
+                .returning(_C.id)
+            ).all()
+            recovery.requeued = len(requeued)
+            # claimed_by stays: it names the node that was sending, and lets that node still
+            # record the real reply should it turn out to be alive after all.
+            rows = conn.execute(
+                sa.update(intents)
+                .where(_C.status == SENDING, stale)
+                .values(status=UNCERTAIN, finished_at=now, lease_until=None, reply=UNCERTAIN_REPLY)
+                .returning(_C.id, _C.workflow_id)
+            ).all()
+            recovery.uncertain = [(row.id, row.workflow_id) for row in rows]
+        return recovery
+
+    def ping(self) -> None:
+        """Raise if the store does not answer."""
+        with self.store.begin() as conn:
+            conn.execute(sa.select(sa.literal(1)))
+
+    def due_count(self, now: float, *, cap: int = 100_000) -> int:
+        """How many intents are due and unclaimed (counted up to ``cap``)."""
+        due = (
+            sa.select(sa.literal(1))
+            .where(_C.status.in_((QUEUED, DEFERRED)), _C.next_attempt_at <= now)
+            .limit(cap)
+            .subquery()
+        )
+        with self.store.begin() as conn:
+            return int(conn.execute(sa.select(func.count()).select_from(due)).scalar_one())

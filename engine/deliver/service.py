@@ -1,0 +1,358 @@
+"""The deliver stage: claim intents, check them again, render, send, record exactly one outcome.
+
+An intent moves ``queued`` -> ``claimed`` -> ``sending`` -> outcome. ``sending`` is committed
+(with ``dot_at``) *before* the final dot of DATA goes on the wire, so the store always knows on
+which side of the dot an in-flight message is, whatever instant the engine is killed at:
+``claimed`` rows are safe to send again; ``sending`` rows whose node vanished become
+``uncertain``, are counted, and are never retried blindly.
+
+Per batch there is one claim transaction (which also loads contacts and suppressions); per
+commit tick one transaction carries every dot marker and every outcome (see ``committer``).
+Nothing on the hot path runs a statement per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
+
+from engine.clock import Clock
+from engine.config import Settings
+from engine.deliver import outcomes
+from engine.deliver.committer import GroupCommitter
+from engine.deliver.compose import Composer, Identity, check_at_send_time
+from engine.deliver.ledger import Ledger, Recovery
+from engine.deliver.model import UNCERTAIN, ClaimBatch, ClaimedIntent, Job, Outcome
+from engine.deliver.policy import DeliveryTuning
+from engine.deliver.relay import RelayConfig
+from engine.deliver.route import Route
+from engine.deliver.smtp import TransactionResult
+from engine.errors import HeaderInvalid, RenderError, StoreError, TemplateInvalid
+from engine.render import Renderer
+from engine.store import Store
+from engine.telemetry import Telemetry
+from engine.unsubscribe import UnsubscribeTokens
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+DEFAULT_ROUTE = "default"
+_YIELD_EVERY = 16  # messages composed between yields to the event loop
+_MAX_NOTIFIED = 50_000  # beyond this, notifications are dropped: the poller finds them anyway
+
+
+class DeliveryService:
+    """Delivers send intents from the store over SMTP; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        renderer: Renderer,
+        settings: Settings,
+        telemetry: Telemetry,
+        clock: Clock,
+        node: str,
+        tokens: UnsubscribeTokens,
+        public_url: str,
+        relay: RelayConfig,
+        tuning: DeliveryTuning | None = None,
+        shop: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.node = node
+        self.owner = f"{node}/{secrets.token_hex(4)}"  # this incarnation: the claim fence
+        self.tuning = tuning or DeliveryTuning()
+        self._store = store
+        self._clock = clock
+        self._telemetry = telemetry
+        self._ledger = Ledger(store, node=node, owner=self.owner)
+        # ``shop`` fills the render context's "shop" (name, url, address); default: the display
+        # name of sending.from_address.
+        identity = Identity.from_settings(settings.sending, public_url=public_url, shop=shop)
+        self._composer = Composer(renderer, tokens, identity)
+        self._committer = GroupCommitter(
+            self._ledger,
+            run_blocking=self._run_blocking,
+            clock=clock,
+            telemetry=telemetry,
+            lease_seconds=self.tuning.lease_seconds,
+        )
+        self.routes: dict[str, Route] = {
+            DEFAULT_ROUTE: Route(DEFAULT_ROUTE, relay, self, tuning=self.tuning, clock=clock)
+        }
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._inflight: dict[str, ClaimedIntent] = {}
+        self._notified: deque[str] = deque()
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rng = random.Random()
+
+    # -- public interface -------------------------------------------------------------------
+
+    @property
+    def renderer(self) -> Renderer:
+        return self._composer.renderer
+
+    @renderer.setter
+    def renderer(self, renderer: Renderer) -> None:
+        self._composer.renderer = renderer
+
+    @property
+    def inflight(self) -> int:
+        """Intents claimed by this service and not finished yet."""
+        return len(self._inflight)
+
+    def notify(self, intent_ids: Sequence[str]) -> None:
+        """Intents just committed as ``queued``: claim them without waiting for the poller.
+
+        Cheap and non-blocking; safe to call from another thread (it hops onto the loop).
+        """
+        loop = self._loop
+        if loop is not None and threading.get_ident() != self._loop_thread:
+            loop.call_soon_threadsafe(self.notify, list(intent_ids))
+            return
+        if self._stopping or len(self._notified) > _MAX_NOTIFIED:
+            return
+        self._notified.extend(intent_ids)
+        self._wakeup.set()
+
+    async def start(self) -> None:
+        """Recover abandoned intents, then start the routes, the committer and the claimer."""
+        workers = 1 if self._store.is_sqlite else 2  # SQLite has one writer anyway
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deliver-db")
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._stopping = False
+        self._stop_event.clear()
+        try:
+            recovery = await self._run_blocking(
+                lambda: self._ledger.recover(now=self._clock.now(), own_node=True)
+            )
+        except BaseException:
+            self._shutdown_executor()
+            raise
+        self._count_recovery(recovery)
+        self._committer.start()
+        for route in self.routes.values():
+            route.start()
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="deliver-claim"),
+            asyncio.create_task(self._maintenance_loop(), name="deliver-maintenance"),
+        ]
+        log.info("deliver: started as %s via %s", self.owner, self.routes[DEFAULT_ROUTE].relay)
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight sends finish, hand back the rest, commit, QUIT."""
+        self._stopping = True
+        self._stop_event.set()
+        self._wakeup.set()
+        self._room.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
+        for route in self.routes.values():
+            await route.close(self.tuning.drain_timeout)
+        leftovers = list(self._inflight.values())
+        for intent in leftovers:  # claimed but never handed to a route
+            self._finish(outcomes.handed_back(intent, None, None))
+        await self._committer.close(self.tuning.drain_timeout)
+        self._shutdown_executor()
+        self._telemetry.gauge("inflight", 0)
+
+    async def flush(self) -> None:
+        """Wait until every outcome recorded so far is committed (tests, operations)."""
+        await self._committer.flush()
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    async def _run_blocking(self, work: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise StoreError("the delivery service is not running")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    def _shutdown_executor(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _claim_loop(self) -> None:
+        tuning = self.tuning
+        next_poll = 0.0
+        failures = 0
+        while not self._stopping:
+            room = tuning.max_inflight - len(self._inflight)
+            # Claim in worthwhile batches: under load, wait until a batch's worth of room is
+            # free instead of claiming a few intents at a time (each claim has a fixed cost).
+            if room < min(tuning.claim_batch, max(1, tuning.max_inflight // 2)):
+                self._room.clear()
+                await self._room.wait()
+                continue
+            down_for = min(route.down_for for route in self.routes.values())
+            if down_for > 0:  # nowhere to send: claiming now would only hand them back
+                try:
+                    await asyncio.wait_for(self._stop_event.wait(), down_for)
+                except TimeoutError:
+                    pass
+                continue
+            limit = min(room, tuning.claim_batch)
+            ids: list[str] | None = None
+            mono = time.monotonic()
+            if mono < next_poll:
+                if not self._notified:
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), next_poll - mono)
+                    except TimeoutError:
+                        pass
+                    continue
+                ids = [self._notified.popleft() for _ in range(min(limit, len(self._notified)))]
+            try:
+                batch = await self._claim(limit, ids)
+            except Exception as exc:
+                failures += 1
+                log.error("deliver: claiming intents failed: %s", exc)
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            failures = 0
+            if ids is None:  # a poll: poll again at once while there is a backlog
+                next_poll = mono if len(batch.intents) >= limit else mono + tuning.poll_interval
+            if batch.intents:
+                await self._dispatch(batch)
+
+    async def _claim(self, limit: int, ids: list[str] | None) -> ClaimBatch:
+        now = self._clock.now()
+        lease_until = now + self.tuning.lease_seconds
+        return await self._run_blocking(
+            lambda: self._ledger.claim(now=now, lease_until=lease_until, limit=limit, ids=ids)
+        )
+
+    async def _dispatch(self, batch: ClaimBatch) -> None:
+        now = self._clock.now()
+        for index, intent in enumerate(batch.intents):
+            self._inflight[intent.id] = intent
+            outcome = check_at_send_time(intent, batch, now)
+            if outcome is None:
+                started = time.perf_counter()
+                try:
+                    job = self._composer.compose(intent, batch.contacts.get(intent.contact_id), now)
+                except (RenderError, TemplateInvalid, HeaderInvalid) as exc:
+                    outcome = outcomes.failed(intent, str(exc), now)
+                except Exception as exc:  # a bug must fail one intent, not the worker
+                    log.exception("deliver: composing intent %s failed", intent.id)
+                    outcome = outcomes.failed(
+                        intent, f"internal error: {type(exc).__name__}: {exc}", now
+                    )
+                else:
+                    self._telemetry.observe(
+                        "stage_seconds", time.perf_counter() - started, stage="render"
+                    )
+                    self._route_for(intent).submit(job)
+            if outcome is not None:
+                self._finish(outcome)
+            if index % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+        self._telemetry.gauge("inflight", len(self._inflight))
+
+    def _route_for(self, intent: ClaimedIntent) -> Route:
+        return self.routes.get(intent.route) or self.routes[DEFAULT_ROUTE]
+
+    def _finish(self, outcome: Outcome) -> None:
+        self._committer.record(outcome)
+        if self._inflight.pop(outcome.intent_id, None) is not None:
+            self._room.set()
+
+    # -- route hooks ------------------------------------------------------------------------
+
+    async def before_dot(self, job: Job) -> bool:
+        """Commit ``sending`` for this job (grouped with every other one waiting)."""
+        marked = await self._committer.mark_dot(job.intent.id)
+        if marked:
+            job.dot_at = self._clock.now()
+        return marked
+
+    def finished(self, route: Route, job: Job, result: TransactionResult) -> None:
+        """Turn a transaction's result into the intent's outcome."""
+        intent = job.intent
+        now = self._clock.now()
+        reply = result.reply
+        if reply is not None:
+            self._telemetry.count("smtp_replies_total", route=route.name, code=str(reply.code))
+        if result.aborted:  # another node owns it now; it is theirs to finish
+            log.warning("deliver: intent %s was taken over before its final dot", intent.id)
+            if self._inflight.pop(intent.id, None) is not None:
+                self._room.set()
+            return
+        if result.delivered:
+            self._telemetry.observe(
+                "stage_seconds", time.perf_counter() - result.data_started, stage="smtp"
+            )
+            self._telemetry.observe("e2e_seconds", max(0.0, now - intent.received_at))
+        self._finish(outcomes.after_transaction(job, result, now, self.tuning, self._rng))
+
+    def handed_back(self, jobs: list[Job], reason: str, retry_at: float | None) -> None:
+        """Jobs a route did not attempt go back to ``queued`` (not an attempt, not an outcome).
+
+        ``retry_at`` None: due again at once; the reason is kept only when it says something
+        about the relay (shutting down is not worth overwriting the last real reply).
+        """
+        keep = None if retry_at is None else reason
+        for job in jobs:
+            self._finish(outcomes.handed_back(job.intent, keep, retry_at))
+
+    def crashed(self, job: Job, error: BaseException) -> None:
+        """Sending raised: after the dot marker that is uncertain, before it a hand-back."""
+        expected = isinstance(error, StoreError | asyncio.CancelledError)
+        if not expected and job.dot_at is None:
+            log.error("deliver: sending intent %s failed", job.intent.id, exc_info=error)
+        self._finish(outcomes.after_crash(job, error, self._clock.now(), hand_back=expected))
+
+    # -- upkeep -----------------------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        """Gauges every poll interval; lease renewal and recovery every ``renew_every``."""
+        tuning = self.tuning
+        next_renew = time.monotonic() + tuning.renew_every
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), tuning.poll_interval)
+            except TimeoutError:
+                pass
+            if self._stopping:
+                return
+            try:
+                depth = await self._run_blocking(partial(self._ledger.due_count, self._clock.now()))
+                self._telemetry.gauge("queue_depth", depth)
+                self._telemetry.gauge("inflight", len(self._inflight))
+                if time.monotonic() >= next_renew:
+                    next_renew = time.monotonic() + tuning.renew_every
+                    self._committer.renew(list(self._inflight))
+                    recover = partial(self._ledger.recover, now=self._clock.now(), own_node=False)
+                    recovery = await self._run_blocking(recover)
+                    self._count_recovery(recovery)
+            except Exception as exc:
+                log.error("deliver: upkeep failed: %s", exc)
+
+    def _count_recovery(self, recovery: Recovery) -> None:
+        if recovery.requeued or recovery.uncertain:
+            log.warning(
+                "deliver: recovered %d claimed intents (queued again) and %d in flight at the "
+                "final dot (uncertain)",
+                recovery.requeued,
+                len(recovery.uncertain),
+            )
+        for _, workflow_id in recovery.uncertain:
+            self._telemetry.count("intents_total", outcome=UNCERTAIN, workflow=workflow_id)
