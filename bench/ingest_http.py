@@ -87,11 +87,20 @@ async def load(port: int, seconds: float, concurrency: int) -> None:
         batch_size = int(os.environ.get("BENCH_BATCH", "0"))
 
         def batch_body() -> bytes:
-            return orjson.dumps({"batch": [
-                {"type": "track", "userId": f"user-{n % 5000}", "event": "Product Viewed",
-                 "messageId": f"{prefix}-{n}", "properties": {"sku": f"SKU-{n % 300}"}}
-                for n in itertools.islice(counter, batch_size)
-            ]})
+            return orjson.dumps(
+                {
+                    "batch": [
+                        {
+                            "type": "track",
+                            "userId": f"user-{n % 5000}",
+                            "event": "Product Viewed",
+                            "messageId": f"{prefix}-{n}",
+                            "properties": {"sku": f"SKU-{n % 300}"},
+                        }
+                        for n in itertools.islice(counter, batch_size)
+                    ]
+                }
+            )
 
         async def worker() -> None:
             nonlocal errors
@@ -168,14 +177,20 @@ async def load(port: int, seconds: float, concurrency: int) -> None:
             stats = await response.json()
     latencies.sort()
     n = len(latencies)
-    print(f"concurrency {concurrency}: {n} requests in {elapsed:.1f} s = {n / elapsed:,.0f} req/s, "
-          f"errors {errors}")
-    print(f"  client-side latency p50 {latencies[n // 2] * 1e3:.2f} ms, "
-          f"p99 {latencies[int(n * 0.99)] * 1e3:.2f} ms, max {latencies[-1] * 1e3:.1f} ms")
+    print(
+        f"concurrency {concurrency}: {n} requests in {elapsed:.1f} s = {n / elapsed:,.0f} req/s, "
+        f"errors {errors}"
+    )
+    print(
+        f"  client-side latency p50 {latencies[n // 2] * 1e3:.2f} ms, "
+        f"p99 {latencies[int(n * 0.99)] * 1e3:.2f} ms, max {latencies[-1] * 1e3:.1f} ms"
+    )
     for key, value in stats.items():
         if isinstance(value, dict):
-            print(f"  server {key}: n={value['count']} p50 {value['p50'] * 1e3:.2f} ms "
-                  f"p99 {value['p99'] * 1e3:.2f} ms")
+            print(
+                f"  server {key}: n={value['count']} p50 {value['p50'] * 1e3:.2f} ms "
+                f"p99 {value['p99'] * 1e3:.2f} ms"
+            )
     print(f"  stream messages: {stats['stream_messages']}, server cpu {stats['cpu_ratio']:.2f}")
 
 
@@ -193,8 +208,12 @@ def main() -> None:
         return
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
     concurrency = int(sys.argv[2]) if len(sys.argv) > 2 else 32
-    server = subprocess.Popen([sys.executable, __file__, "serve"], stdout=subprocess.PIPE,
-                              cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    server = subprocess.Popen(
+        [sys.executable, __file__, "serve"],
+        stdout=subprocess.PIPE,
+        cwd=os.getcwd(),
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())

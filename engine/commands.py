@@ -107,7 +107,7 @@ def inbox_show(settings: Settings, ident: str, *, raw: bool) -> int:
     for name in ("From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe"):
         if msg[name]:
             print(f"{name}: {msg[name]}")
-    body = msg.get_body(preferencelist=("plain",))  # type: ignore[attr-defined]
+    body = msg.get_body(preferencelist=("plain",))
     print()
     print(body.get_content() if body is not None else "(no text part)")
     return 0

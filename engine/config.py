@@ -67,8 +67,30 @@ class InboxSettings:
 @dataclass
 class SmtpSettings:
     url: str = ""  # the default route's relay, smtp://HOST:PORT; empty: the capture inbox
-    connections: int = 8
+    connections: int = 16
     timeout: float = 30.0
+
+
+@dataclass
+class DeliverySettings:
+    """Retries and claims of the deliver stage (defaults like Postfix's queue manager)."""
+
+    retry_first: float = 300.0  # first retry after a 4xx reply, seconds
+    retry_max: float = 3600.0  # retries back off up to this
+    retry_jitter: float = 0.2  # +- this fraction on every retry delay
+    max_attempts: int = 12  # then the intent is 'failed'
+    lease_seconds: float = 60.0  # how long a claim holds without renewal
+    claim_batch: int = 100
+    max_inflight: int = 256
+
+
+@dataclass
+class ShopSettings:
+    """What the starter templates say about the sender (CAN-SPAM wants a postal address)."""
+
+    name: str = "Demo Shop"
+    url: str = "https://shop.example"
+    address: str = "Demo Shop, 1 Example Street, Springfield, 12345, USA"
 
 
 @dataclass
@@ -89,6 +111,8 @@ class Settings:
     inbox: InboxSettings = field(default_factory=InboxSettings)
     smtp: SmtpSettings = field(default_factory=SmtpSettings)
     sending: SendingSettings = field(default_factory=SendingSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    shop: ShopSettings = field(default_factory=ShopSettings)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 

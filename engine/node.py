@@ -93,6 +93,7 @@ class Node:
     inbox_address: str = ""
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    _http: Any = None
     components: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -157,6 +158,29 @@ class Node:
         tokens = UnsubscribeTokens(load_or_create_secret(self.data_dir / "unsubscribe.key"))
         host, port = parse_hostport(settings.http.listen, "http.listen")
         public_url = settings.http.public_url.rstrip("/")
+        role = settings.engine.role
+
+        if role in ("all", "http"):
+            from engine.ingest.http import HttpService
+            from engine.ingest.publisher import EventPublisher
+            from engine.unsubscribes import StoreUnsubscriber
+
+            publisher = EventPublisher(self.js, self.telemetry)
+            write_key = settings.ingest.write_key or read_secret_file(self.data_dir / "write-key")
+            http = HttpService(
+                publisher=publisher,
+                write_key=write_key,
+                telemetry=self.telemetry,
+                metrics_text=self.telemetry.prometheus,
+                unsubscribe=StoreUnsubscriber(self.store, self.clock),
+                health=self.health,
+                tokens=tokens,
+            )
+            # Bound first so unsubscribe links carry the real port; stopped first in stop().
+            bound_host, bound_port = await http.start(host, port)
+            self._http = http
+            self.http_url = f"http://{bound_host}:{bound_port}"
+            self.components["http"] = http
 
         # The default route: the configured relay, else the local capture inbox.
         from engine.deliver import DeliveryService, RelayConfig
@@ -184,7 +208,6 @@ class Node:
                 timeout=settings.smtp.timeout,
             )
 
-        role = settings.engine.role
         delivery = None
         if role in ("all", "deliver"):
             delivery = DeliveryService(
@@ -195,7 +218,7 @@ class Node:
                 clock=self.clock,
                 node=node,
                 tokens=tokens,
-                public_url=public_url or f"http://{host}:{port}",
+                public_url=public_url or self.http_url or f"http://{host}:{port}",
                 relay=relay,
             )
             await delivery.start()
@@ -233,28 +256,6 @@ class Node:
             self._stack.push_async_callback(decide.stop)
             self.components["decide"] = decide
             self.components["timers"] = timers
-
-        if role in ("all", "http"):
-            from engine.ingest.http import HttpService
-            from engine.ingest.publisher import EventPublisher
-            from engine.unsubscribes import StoreUnsubscriber
-
-            publisher = EventPublisher(self.js, self.telemetry)
-            write_key = settings.ingest.write_key or read_secret_file(self.data_dir / "write-key")
-            http = HttpService(
-                publisher=publisher,
-                write_key=write_key,
-                telemetry=self.telemetry,
-                metrics_text=self.telemetry.prometheus,
-                unsubscribe=StoreUnsubscriber(self.store, self.clock),
-                health=self.health,
-                tokens=tokens,
-            )
-            bound_host, bound_port = await http.start(host, port)
-            # Stop intake first on the way down: pushed last, so it runs first.
-            self._stack.push_async_callback(http.stop)
-            self.http_url = f"http://{bound_host}:{bound_port}"
-            self.components["http"] = http
 
         control = ControlServer(self.nc, node)
         from engine.operations import register_operations
@@ -303,6 +304,10 @@ class Node:
                 log.debug("metrics publish failed", exc_info=True)
 
     async def stop(self) -> None:
+        # Stop intake first, so nothing new arrives while the stages drain.
+        http, self._http = self._http, None
+        if http is not None:
+            await http.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -78,12 +78,9 @@ class Contact:
     def observe(self, event: Event) -> float | None:
         """Apply one event; returns the last-seen time from before it (``None`` if new)."""
         previous = self.last_seen_at
-        updates: dict[str, Any] = {}
-        context_traits = event.context.get("traits")
-        if isinstance(context_traits, Mapping):
-            updates.update(context_traits)
-        if event.type == "identify":
-            updates.update(event.traits)
+        # The validator merged context.traits (where Segment's libraries put a track call's
+        # traits) with top-level traits, so every event type can update the profile.
+        updates: dict[str, Any] = dict(event.traits)
         if updates:
             self.traits.update(updates)
         email = clean_email(updates.get("email"))

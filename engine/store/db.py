@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -63,6 +64,10 @@ class Store:
         self.engine.dispose()
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode("utf-8")
+
+
 def _sqlite_pragmas(synchronous: str) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
@@ -85,7 +90,11 @@ def open_store(url: str, *, durability: str = "process", migrate: bool = True) -
     except ArgumentError as exc:
         raise StoreError(f"not a database URL: {url!r}") from exc
     safe = parsed.render_as_string(hide_password=True)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {
+        # orjson: JSON columns (traits, properties, contexts) are on every hot path.
+        "json_serializer": _json_dumps,
+        "json_deserializer": orjson.loads,
+    }
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

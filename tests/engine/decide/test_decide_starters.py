@@ -3,6 +3,7 @@ worker, continued by the timer service, with time driven by a manual clock."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import MakeStack
 from decide_support import identify, page, rows, starters, trace, track
 
@@ -33,6 +34,20 @@ async def test_welcome_series_over_days(make_stack: MakeStack, clock: ManualCloc
     assert stack.sends("ann") == ["welcome-1", "welcome-2", "welcome-3"]
     [enrollment] = stack.enrollments("ann", "welcome-series")
     assert enrollment.state == "completed"
+
+
+@pytest.mark.parametrize("where", ["traits", "context"])
+async def test_signing_up_with_traits_on_the_track_call_mails_at_once(
+    make_stack: MakeStack, clock: ManualClock, where: str
+) -> None:
+    """A new shopper's first event can be ``Signed Up`` carrying the email in its traits
+    (top level, or ``context.traits`` as Segment's libraries send it): welcome-1 goes at once."""
+    traits = {"email": "newbie@example.com", "first_name": "Nia"}
+    extra = {"traits": traits} if where == "traits" else {"context": {"traits": traits}}
+    stack = await make_stack()
+    await stack.send(track(clock, "nia", "Signed Up", **extra))
+    await stack.settle()
+    assert stack.sends("nia") == ["welcome-1"]
 
 
 async def test_abandoned_cart_sends_after_the_delay(
