@@ -86,7 +86,11 @@ async def connect(
 
 
 async def ensure_streams(
-    js: JetStreamContext, *, replicas: int = 1, max_age_days: float = 7.0
+    js: JetStreamContext,
+    *,
+    replicas: int = 1,
+    max_age_days: float = 7.0,
+    ack_wait: float = 30.0,
 ) -> None:
     """Create or update the EVENTS stream and the shared decide consumer."""
     config = StreamConfig(
@@ -104,13 +108,20 @@ async def ensure_streams(
         await js.update_stream(config)
     except NotFoundError:
         await js.add_stream(config)
+    try:
+        info = await js.consumer_info(EVENTS_STREAM, DECIDE_CONSUMER)
+    except NotFoundError:
+        info = None
+    if info is not None and info.config.ack_wait == ack_wait:
+        return
     await js.add_consumer(
         EVENTS_STREAM,
         ConsumerConfig(
             durable_name=DECIDE_CONSUMER,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=60,
+            # Messages a crashed decide node held come back after this long.
+            ack_wait=ack_wait,
             max_deliver=-1,
             max_ack_pending=20_000,
             max_waiting=512,

@@ -46,6 +46,7 @@ class NatsSettings:
     token: str = ""  # for an external server; the embedded one generates its own
     stream_replicas: int = 1
     max_age_days: float = 7.0
+    ack_wait: float = 30.0  # seconds before events held by a crashed decide node come back
 
 
 @dataclass

@@ -59,7 +59,12 @@ class ControlServer:
         verb = msg.subject.split(".", 2)[2]
         reply = await self.handle(verb, msg.data)
         if msg.reply:
-            await msg.respond(orjson.dumps(reply, default=str))
+            try:
+                body = orjson.dumps(reply, default=str, option=orjson.OPT_NON_STR_KEYS)
+            except TypeError as exc:  # a result that is not JSON: say so rather than time out
+                log.exception("control %s: reply is not JSON", verb)
+                body = orjson.dumps({"ok": False, "error": f"reply not encodable: {exc}"})
+            await msg.respond(body)
 
     async def handle(self, verb: str, data: bytes) -> dict[str, Any]:
         handler = self._handlers.get(verb)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from nats import errors as nats_errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
@@ -143,7 +144,10 @@ class Node:
         )
         self.js = self.nc.jetstream()
         await bus.ensure_streams(
-            self.js, replicas=settings.nats.stream_replicas, max_age_days=settings.nats.max_age_days
+            self.js,
+            replicas=settings.nats.stream_replicas,
+            max_age_days=settings.nats.max_age_days,
+            ack_wait=settings.nats.ack_wait,
         )
 
         # Store, then the starter workflows and templates on a fresh database.
@@ -299,8 +303,9 @@ class Node:
             snapshot = self.telemetry.snapshot()
             snapshot["health"] = self.health()
             try:
-                await nc.publish(subject, orjson.dumps(snapshot))
-            except Exception:  # reconnecting; the next tick will try again
+                await nc.publish(subject, orjson.dumps(snapshot, option=orjson.OPT_NON_STR_KEYS))
+            except (OSError, ConnectionError, TimeoutError, nats_errors.Error):
+                # Reconnecting: the next tick publishes again.
                 log.debug("metrics publish failed", exc_info=True)
 
     async def stop(self) -> None:

@@ -60,15 +60,16 @@ class Histogram:
         return out
 
 
-def quantile_from_sparse(buckets: Mapping[int, int], q: float) -> float:
-    """A quantile from sparse bucket counts (as published in snapshots)."""
-    n = sum(buckets.values())
+def quantile_from_sparse(buckets: Mapping[int, int] | Mapping[str, int], q: float) -> float:
+    """A quantile from sparse bucket counts (as published in snapshots; keys may be strings)."""
+    counts = {int(k): v for k, v in buckets.items()}
+    n = sum(counts.values())
     if n == 0:
         return 0.0
     rank = q * n
     seen = 0
-    for index in sorted(buckets):
-        seen += buckets[index]
+    for index in sorted(counts):
+        seen += counts[index]
         if seen >= rank:
             return BUCKET_BOUNDS[min(index, len(BUCKET_BOUNDS) - 1)]
     return BUCKET_BOUNDS[-1]

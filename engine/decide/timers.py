@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -46,6 +46,8 @@ from engine.store import Store
 from engine.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LEASE_S = 60.0
 
@@ -117,6 +119,12 @@ class TimerService:
         if fire_at is None or self._deadline == 0.0 or fire_at < self._deadline:
             self._poked.set()
 
+    async def _blocking(self, loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> T:
+        """Store work: inline on SQLite (see ``Store.inline``), else on the timer thread."""
+        if self.store.inline:
+            return fn()
+        return await loop.run_in_executor(self._executor, fn)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = 0.1
@@ -124,12 +132,12 @@ class TimerService:
             self._poked.clear()
             try:
                 try:
-                    outcome = await loop.run_in_executor(self._executor, self.fire_due)
+                    outcome = await self._blocking(loop, self.fire_due)
                 except TRANSIENT_DB_ERRORS:
                     raise
                 except Exception:
                     log.exception("timers: a batch failed; firing its timers one by one")
-                    outcome = await loop.run_in_executor(self._executor, self.fire_isolated)
+                    outcome = await self._blocking(loop, self.fire_isolated)
             except Exception as exc:  # the database is down, or worse: back off, never die
                 log.warning("timers: firing failed (%s); retrying in %.1f s", exc, delay)
                 await self._sleep(self.clock.now() + delay)

@@ -96,6 +96,7 @@ class DecideWorker:
         self.on_timer = on_timer
         self.fetch_timeout = fetch_timeout
         self.lag_interval = lag_interval
+        self.store = store
         self.runner = DecideBatch(store=store, registry=workflows, clock=clock, parse=parse)
         self._executor: ThreadPoolExecutor | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -207,10 +208,7 @@ class DecideWorker:
         outcome = await self._decide(msgs, deliveries)
         if outcome is None:
             return  # stopping during a database outage: the stream redelivers them
-        for msg in msgs:
-            with contextlib.suppress(*NATS_ERRORS):
-                await msg.ack()
-        self._record(outcome)
+        # Committed: hand the intents on before acking, since acks do not gate them.
         try:
             if outcome.intent_ids:
                 self.on_intents(outcome.intent_ids)
@@ -218,6 +216,10 @@ class DecideWorker:
                 self.on_timer(outcome.next_timer_at)
         except Exception:  # a listener's bug must not stop the stage; the store has it all
             log.exception("decide: an on_intents/on_timer callback failed")
+        for msg in msgs:
+            with contextlib.suppress(*NATS_ERRORS):
+                await msg.ack()
+        self._record(outcome)
 
     async def _decide(self, msgs: list[Msg], deliveries: list[Delivery]) -> BatchOutcome | None:
         try:
@@ -248,6 +250,8 @@ class DecideWorker:
         delay = 0.1
         while True:
             try:
+                if self.store.inline:
+                    return fn(*args)
                 return await loop.run_in_executor(self._executor, fn, *args)
             except TRANSIENT_DB_ERRORS as exc:
                 if self._stopping:

@@ -182,6 +182,8 @@ class DeliveryService:
     async def _run_blocking(self, work: Callable[[], T]) -> T:
         if self._executor is None:
             raise StoreError("the delivery service is not running")
+        if self._store.inline:
+            return work()
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     def _shutdown_executor(self) -> None:

@@ -25,6 +25,11 @@ class Store:
 
     engine: Engine
     url: str
+    # Run store work on the event loop instead of a worker thread. True for SQLite: its
+    # transactions here are short and CPU-bound, and on two cores a thread hand-off (wake-up,
+    # GIL ping-pong) costs more latency than the work itself. False where queries wait on a
+    # network (PostgreSQL), so the loop keeps serving while they do.
+    inline: bool = False
 
     @property
     def dialect(self) -> str:
@@ -111,7 +116,7 @@ def open_store(url: str, *, durability: str = "process", migrate: bool = True) -
     if engine.dialect.name == "sqlite":
         synchronous = "FULL" if durability == "power" else "NORMAL"
         event.listen(engine, "connect", _sqlite_pragmas(synchronous))
-    store = Store(engine=engine, url=safe)
+    store = Store(engine=engine, url=safe, inline=engine.dialect.name == "sqlite")
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
