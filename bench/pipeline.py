@@ -227,7 +227,7 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
         cpu = sampler.cpu_ratio()
         db_path = data / "engine.sqlite3"
         drain_deadline = time.monotonic() + 120
-        while ledger_open(db_path) and time.monotonic() < drain_deadline:  # noqa: ASYNC110
+        while ledger_open(db_path) and time.monotonic() < drain_deadline:
             await asyncio.sleep(0.5)
         sampling.cancel()
         stages = await engine_stages(nc)
