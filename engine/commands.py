@@ -22,13 +22,18 @@ BATCH = 2000
 
 
 def _store(settings: Settings) -> Store:
-    return open_store(settings.database_url(), durability=settings.engine.durability)
+    """The store, migrated, with the starter library in a fresh database (as ``run`` does)."""
+    from engine.library import seed_library
+
+    store = open_store(settings.database_url(), durability=settings.engine.durability)
+    seed_library(store, None, time.time())
+    return store
 
 
 def migrate(settings: Settings) -> int:
     store = _store(settings)
     store.dispose()
-    print(f"Database is up to date: {store.url}")
+    print(f"Database is up to date, with the starter library: {store.url}")
     return 0
 
 
@@ -328,7 +333,8 @@ def _export_table(store: Store, table: sa.Table, order: Any, path: Path, label: 
             sa.select(table).order_by(order)
         )
         for row in result:
-            out.write(orjson.dumps(dict(row._mapping), default=str) + b"\n")
+            record = {str(k): v for k, v in row._mapping.items()}  # keys are quoted_name
+            out.write(orjson.dumps(record, default=str) + b"\n")
             done += 1
             if done % BATCH == 0:
                 _progress(label, done, started)

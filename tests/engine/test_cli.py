@@ -1,0 +1,112 @@
+"""campaign-engine's commands: what people see, including errors in words."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from engine.cli import main
+from engine.store import open_store, schema
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_config_show_redacts_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAMPAIGN_INGEST_WRITE_KEY", "very-secret-key")
+    code, out, _ = run(
+        capsys,
+        "config",
+        "show",
+        "--data-dir",
+        str(tmp_path),
+        "--database",
+        "postgresql://app:pw-77@db.internal/campaign",
+    )
+    assert code == 0
+    assert "very-secret-key" not in out and "pw-77" not in out
+    assert 'write_key = "********"' in out
+    assert "[engine]" in out and "db.internal" in out
+
+
+def test_bad_config_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "c.toml"
+    bad.write_text("[smtp]\nconections = 3\n")
+    code, out, err = run(capsys, "config", "show", "--config", str(bad))
+    assert code == 2
+    assert err.strip() == f"campaign-engine: {bad}: unknown setting smtp.conections"
+
+
+def test_migrate_import_export_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tmp_path / "d")]
+    assert run(capsys, "migrate", *data)[0] == 0
+    contacts = tmp_path / "in" / "contacts.jsonl"
+    contacts.parent.mkdir()
+    contacts.write_text(
+        json.dumps({"id": "c1", "email": "A@Example.com", "traits": {"plan": "pro"}})
+        + "\n"
+        + json.dumps({"userId": "c2", "email": "b@example.com", "first_name": "Bea"})
+        + "\n"
+    )
+    code, out, err = run(capsys, "import", str(contacts.parent), *data)
+    assert code == 0, err
+    assert "contacts: 2" in err
+    out_dir = tmp_path / "out"
+    code, out, _ = run(capsys, "export", str(out_dir), *data)
+    assert code == 0
+    assert "2 contacts" in out
+    lines = (out_dir / "contacts.jsonl").read_text().splitlines()
+    rows = {json.loads(line)["id"]: json.loads(line) for line in lines}
+    assert rows["c1"]["email"] == "a@example.com"
+    assert rows["c2"]["traits"]["first_name"] == "Bea"
+    assert (out_dir / "emails" / "order-confirmation" / "template.toml").exists()
+    assert list((out_dir / "workflows").glob("abandoned-cart.v1.json"))
+    # The export imports again, unchanged: no new template or workflow versions.
+    code, out, _ = run(capsys, "import", str(out_dir), *data)
+    assert code == 0
+    assert "templates: 0 imported" in out and "workflows: 0 imported" in out
+
+
+def test_bad_import_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--data-dir", str(tmp_path / "d")]
+    contacts = tmp_path / "contacts.jsonl"
+    contacts.write_text(
+        json.dumps({"id": "ok", "email": "ok@example.com"})
+        + "\n"
+        + json.dumps({"id": "bad", "email": "not-an-address"})
+        + "\n"
+    )
+    code, _, err = run(capsys, "import", str(contacts), *data)
+    assert code == 2
+    assert "contacts.jsonl:2: email 'not-an-address' is not an email address" in err
+    store = open_store(f"sqlite:///{tmp_path / 'd' / 'engine.sqlite3'}")
+    try:
+        with store.begin() as conn:
+            count = conn.execute(sa.select(sa.func.count()).select_from(schema.contacts)).scalar()
+    finally:
+        store.dispose()
+    assert count == 0
+    code, _, err = run(capsys, "import", str(tmp_path / "absent"), *data)
+    assert code == 2 and "does not exist" in err
+
+
+def test_inbox_and_demo_errors_are_plain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    code, out, _ = run(capsys, "inbox", "list", *data)
+    assert code == 0 and "The inbox is empty." in out
+    code, _, err = run(capsys, "inbox", "show", "nope", *data)
+    assert code == 2 and "no message 'nope'" in err
+    code, _, err = run(capsys, "demo", "--rate", "10", "--duration", "1", *data)
+    assert code == 2 and "no running local engine found" in err
