@@ -40,7 +40,7 @@ def test_config_show_redacts_secrets(
 def test_bad_config_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "c.toml"
     bad.write_text("[smtp]\nconections = 3\n")
-    code, out, err = run(capsys, "config", "show", "--config", str(bad))
+    code, _, err = run(capsys, "config", "show", "--config", str(bad))
     assert code == 2
     assert err.strip() == f"campaign-engine: {bad}: unknown setting smtp.conections"
 
