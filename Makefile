@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-export QT_QPA_PLATFORM ?= offscreen
+# QtWebEngine's sandbox cannot start as root (CI, containers).
 export QTWEBENGINE_CHROMIUM_FLAGS ?= --no-sandbox --disable-gpu
 
 .PHONY: run test lint bench engine demo clean
@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[console,dev]'
 	touch $(STAMP)
 
+# The console starts the local stack (embedded NATS, engine, inbox). Without a screen it says so
+# and runs the engine with demo traffic instead.
 run: $(STAMP)
-	QT_QPA_PLATFORM= $(BIN)/campaign-engine run --demo-rate 20
+	$(BIN)/campaign-console
 
 engine: $(STAMP)
 	$(BIN)/campaign-engine run
@@ -26,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

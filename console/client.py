@@ -1,0 +1,313 @@
+"""``EngineClient``: the one bridge between NATS (nats-py on the qasync loop) and Qt.
+
+Everything the console knows about engines arrives here: telemetry snapshots on
+``metrics.<node>`` (four a second per node) and answers to control requests on
+``control.<node>.<verb>``. nats-py runs on the same (qasync) event loop as Qt, so its callbacks
+already run on the GUI thread and can emit signals directly.
+
+The control envelope is re-implemented here on purpose (``engine.control`` pulls in the engine's
+runtime): request ``{"actor": <operator>, "args": {...}}``, reply ``{"ok": true, "result": ...}``
+or ``{"ok": false, "error": "plain words"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import logging
+import time
+from typing import Any
+
+import nats
+import nats.errors
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from PySide6.QtCore import QObject, QTimer, Signal
+
+from console.errors import (
+    ControlRefused,
+    EngineUnreachable,
+    NoEngineAnswered,
+    NotConnected,
+    RequestTimedOut,
+)
+from console.metrics_model import MetricsModel
+
+log = logging.getLogger(__name__)
+
+CONNECTING = "connecting"
+CONNECTED = "connected"
+RECONNECTING = "reconnecting"
+DISCONNECTED = "disconnected"
+
+STALE_AFTER_S = 3.0
+"""A node whose snapshots stop for longer than this is flagged stale."""
+
+
+def operator_name() -> str:
+    """Who is at the console, for the control envelope's ``actor`` (and so the audit log)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (some containers)
+        return "console"
+
+
+class EngineClient(QObject):
+    """Connects to NATS, turns snapshots into signals, and sends control requests.
+
+    ``model`` (a :class:`~console.metrics_model.MetricsModel`) is fed with every snapshot
+    before ``metrics_received`` is emitted, so pages can read series from it on their timers.
+
+    Signals:
+        metrics_received(str, dict): a snapshot arrived from a node (node name, snapshot).
+        connection_changed(str): "connecting", "connected", "reconnecting" or "disconnected".
+        nodes_changed(list): the sorted names of every node seen so far, emitted when a node
+            appears or its staleness flips (see ``is_stale``).
+        stale_changed(str, bool): a node stopped (True) or resumed (False) reporting metrics
+            for more than ``STALE_AFTER_S`` seconds.
+    """
+
+    metrics_received = Signal(str, dict)
+    connection_changed = Signal(str)
+    nodes_changed = Signal(list)
+    stale_changed = Signal(str, bool)
+
+    def __init__(
+        self,
+        *,
+        actor: str | None = None,
+        model: MetricsModel | None = None,
+        stale_after_s: float = STALE_AFTER_S,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.actor = actor or operator_name()
+        self.model = model or MetricsModel(stale_after_s=stale_after_s)
+        self.stale_after_s = stale_after_s
+        self.url = ""
+        self._nc: NatsClient | None = None
+        self._sub: Subscription | None = None
+        self._state = DISCONNECTED
+        self._last_seen: dict[str, float] = {}  # node -> time.monotonic() of its last snapshot
+        self._stale: set[str] = set()
+        self._stale_timer = QTimer(self)
+        self._stale_timer.setInterval(500)
+        self._stale_timer.timeout.connect(self._check_stale)
+
+    # ---------------------------------------------------------------- connection
+
+    @property
+    def state(self) -> str:
+        """The connection state (see ``connection_changed``)."""
+        return self._state
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def connect_to(self, url: str, token: str | None = None, *, timeout: float = 5.0) -> None:
+        """Connect to NATS at ``url`` and subscribe to ``metrics.>``.
+
+        Reconnects forever once connected; a first connection that fails raises
+        ``EngineUnreachable``.
+        """
+        if self._nc is not None:
+            raise RuntimeError("already connected; close() first")
+        self.url = url
+        self._set_state(CONNECTING)
+
+        async def on_disconnected() -> None:
+            if self._nc is not None and not self._nc.is_closed:
+                self._set_state(RECONNECTING)
+
+        async def on_reconnected() -> None:
+            self._set_state(CONNECTED)
+
+        async def on_closed() -> None:
+            self._set_state(DISCONNECTED)
+
+        async def on_error(exc: Exception) -> None:
+            log.debug("NATS error: %s", exc)
+
+        try:
+            self._nc = await nats.connect(
+                servers=[s.strip() for s in url.split(",") if s.strip()],
+                token=token or None,
+                name=f"campaign-console ({self.actor})",
+                connect_timeout=max(1, round(timeout)),
+                allow_reconnect=True,
+                # nats-py applies this to the first connection too, where -1 would retry
+                # forever; it is lifted to "forever" once connected (below).
+                max_reconnect_attempts=1,
+                reconnect_time_wait=1,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                closed_cb=on_closed,
+                error_cb=on_error,
+            )
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            self._nc = None
+            self._set_state(DISCONNECTED)
+            raise EngineUnreachable(_unreachable_words(url, exc)) from exc
+        # Once connected, an operations console keeps trying to get back: never give up.
+        self._nc.options["max_reconnect_attempts"] = -1
+        self._sub = await self._nc.subscribe("metrics.>", cb=self._on_metrics)
+        self._stale_timer.start()
+        self._set_state(CONNECTED)
+
+    async def stop_intake(self) -> None:
+        """Stop taking in snapshots (first step of shutdown); requests still work."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except (nats.errors.Error, OSError):
+                log.debug("unsubscribe failed", exc_info=True)
+
+    async def close(self) -> None:
+        """Drain the connection (pending requests finish, subscriptions end) and close it."""
+        self._stale_timer.stop()
+        nc, self._nc = self._nc, None
+        self._sub = None
+        if nc is None or nc.is_closed:
+            self._set_state(DISCONNECTED)
+            return
+        try:
+            await nc.drain()
+        except (TimeoutError, nats.errors.Error, OSError):
+            log.debug("drain failed; closing", exc_info=True)
+            with contextlib.suppress(Exception):
+                await nc.close()
+        self._set_state(DISCONNECTED)
+
+    def _set_state(self, state: str) -> None:
+        if state != self._state:
+            self._state = state
+            self.connection_changed.emit(state)
+
+    # ---------------------------------------------------------------- metrics
+
+    async def _on_metrics(self, msg: Msg) -> None:
+        try:
+            snapshot = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            log.debug("unreadable snapshot on %s", msg.subject)
+            return
+        if not isinstance(snapshot, dict):
+            return
+        node = str(snapshot.get("node") or msg.subject.partition(".")[2])
+        snapshot["node"] = node
+        self.ingest(snapshot)
+
+    def ingest(self, snapshot: dict[str, Any]) -> None:
+        """Take one snapshot as if it had arrived on NATS (also used by tests and replays)."""
+        node = str(snapshot["node"])
+        self.model.ingest(snapshot)
+        is_new = node not in self._last_seen
+        self._last_seen[node] = time.monotonic()
+        if node in self._stale:
+            self._stale.discard(node)
+            self.stale_changed.emit(node, False)
+            self.nodes_changed.emit(self.nodes())
+        elif is_new:
+            self.nodes_changed.emit(self.nodes())
+        self.metrics_received.emit(node, snapshot)
+
+    def _check_stale(self) -> None:
+        now = time.monotonic()
+        changed = False
+        for node, seen in self._last_seen.items():
+            if node not in self._stale and now - seen > self.stale_after_s:
+                self._stale.add(node)
+                self.stale_changed.emit(node, True)
+                changed = True
+        if changed:
+            self.nodes_changed.emit(self.nodes())
+
+    def nodes(self) -> list[str]:
+        """Every node that has reported metrics, sorted (stale ones included)."""
+        return sorted(self._last_seen)
+
+    def fresh_nodes(self) -> list[str]:
+        """Nodes that reported within ``stale_after_s``."""
+        return [n for n in self.nodes() if n not in self._stale]
+
+    def is_stale(self, node: str) -> bool:
+        """Whether ``node`` stopped reporting (unknown nodes count as stale)."""
+        return node in self._stale or node not in self._last_seen
+
+    def seconds_since(self, node: str | None = None) -> float:
+        """Seconds since the last snapshot from ``node`` (None: from any node); inf if never."""
+        if node is None:
+            seen = max(self._last_seen.values(), default=None)
+        else:
+            seen = self._last_seen.get(node)
+        return float("inf") if seen is None else time.monotonic() - seen
+
+    # ---------------------------------------------------------------- control
+
+    async def request(
+        self,
+        verb: str,
+        args: dict[str, Any] | None = None,
+        node: str = "all",
+        timeout: float = 5,
+    ) -> Any:
+        """Send ``verb`` to ``node`` ("all": whichever node answers first); return its result.
+
+        Raises ``ControlRefused`` for ``{"ok": false}``, ``RequestTimedOut``,
+        ``NoEngineAnswered`` (nobody listens) or ``NotConnected``.
+        """
+        nc = self._nc
+        if nc is None or nc.is_closed:
+            raise NotConnected("Not connected to NATS.")
+        body = orjson.dumps({"actor": self.actor, "args": args or {}})
+        subject = f"control.{node}.{verb}"
+        try:
+            msg = await nc.request(subject, body, timeout=timeout)
+        except nats.errors.NoRespondersError as exc:
+            raise NoEngineAnswered(verb, node) from exc
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise RequestTimedOut(verb, node, timeout) from exc
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
+            raise NotConnected("The NATS connection is closed.") from exc
+        except nats.errors.ConnectionReconnectingError as exc:
+            raise NotConnected("NATS is reconnecting; try again in a moment.") from exc
+        try:
+            reply = orjson.loads(msg.data)
+        except orjson.JSONDecodeError as exc:
+            raise ControlRefused("the engine sent an unreadable reply", verb=verb) from exc
+        if not isinstance(reply, dict):
+            raise ControlRefused("the engine sent an unreadable reply", verb=verb)
+        if not reply.get("ok"):
+            raise ControlRefused(
+                str(reply.get("error") or "refused without a reason"),
+                node=str(reply["node"]) if reply.get("node") else None,
+                verb=verb,
+            )
+        return reply.get("result")
+
+    async def request_each(
+        self,
+        verb: str,
+        args: dict[str, Any] | None = None,
+        *,
+        nodes: list[str] | None = None,
+        timeout: float = 5,
+    ) -> dict[str, Any | BaseException]:
+        """Send ``verb`` to every fresh node (or ``nodes``) at once; result or error per node."""
+        targets = nodes if nodes is not None else self.fresh_nodes()
+        results = await asyncio.gather(
+            *(self.request(verb, args, node=n, timeout=timeout) for n in targets),
+            return_exceptions=True,
+        )
+        return dict(zip(targets, results, strict=True))
+
+
+def _unreachable_words(url: str, exc: BaseException) -> str:
+    if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
+        return f"NATS at {url} refused the console's credentials (authorization violation)."
+    return f"Cannot reach NATS at {url}: {exc or type(exc).__name__}."

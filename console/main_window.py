@@ -1,0 +1,667 @@
+"""The console window: navigation rail, top bar (connection, health, alert, pause), pages.
+
+Pages come from the registry in ``console.pages`` and are built the first time they are shown;
+slots without a page show an empty state saying what will be there. Health pills and the alert
+banner are recomputed once a second from ``client.model`` and the connection state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import qtawesome as qta
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QPainter, QPaintEvent, QShortcut
+from PySide6.QtWidgets import (
+    QDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QPushButton,
+    QSizePolicy,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from console import pages as page_registry
+from console.client import CONNECTED, CONNECTING, RECONNECTING, EngineClient
+from console.errors import describe
+from console.metrics_model import ALL, Metric
+from console.operations import Operation
+from widgets import theme
+from widgets.banner import AlertBanner
+from widgets.confirm import ConfirmImpactDialog
+from widgets.empty_state import EmptyState
+from widgets.format import format_count, format_percent
+from widgets.nav_rail import NavRail
+from widgets.status_pill import StatusPill
+from widgets.theme import Status
+
+log = logging.getLogger(__name__)
+
+PAUSE_VERBS = ("sending.pause", "queues.pause_all")
+"""Control verbs that pause all sending; the button is enabled when an engine offers one."""
+PAUSE_UNAVAILABLE = "Needs the queue control API: this engine offers no verb to pause sending yet."
+ERROR_ALERT_RATIO = 0.05
+
+
+class MessageArea(QFrame):
+    """One line at the bottom of the window for operation results and failures.
+
+    Failures stay until dismissed or replaced; other messages fade after ``timeout_ms``.
+
+    Signals: none.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._status = Status.UNKNOWN
+        self._icon = QLabel()
+        self._text = QLabel()
+        self._text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._text.setWordWrap(True)
+        self._text.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self._close = QToolButton()
+        self._close.setAutoRaise(True)
+        self._close.setToolTip("Dismiss")
+        self._close.clicked.connect(self.clear)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.clear)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 4, 6, 4)
+        layout.addWidget(self._icon)
+        layout.addWidget(self._text, 1)
+        layout.addWidget(self._close)
+        self.setVisible(False)
+
+    def show_message(self, text: str, status: str = "failing", timeout_ms: int = 8000) -> None:
+        """Show ``text``; failing/degraded messages stay, others hide after ``timeout_ms``."""
+        self._status = Status.parse(status)
+        palette = self.palette()
+        size = self.fontMetrics().height()
+        if status == "info":
+            pixmap = theme.icon_pixmap("mdi6.information-outline", theme.text_color(palette), size)
+        else:
+            pixmap = theme.status_icon(self._status, palette).pixmap(size, size)
+        self._icon.setPixmap(pixmap)
+        self._close.setIcon(qta.icon("mdi6.close", color=theme.text_color(palette)))
+        self._text.setText(text)
+        self.setVisible(True)
+        if self._status in (Status.FAILING, Status.DEGRADED):
+            self._timer.stop()
+        else:
+            self._timer.start(timeout_ms)
+
+    def text(self) -> str:
+        """The message shown ("" when hidden)."""
+        return self._text.text() if self.isVisible() else ""
+
+    def clear(self) -> None:
+        self._timer.stop()
+        self.setVisible(False)
+
+
+class Rule(QWidget):
+    """A one-pixel hairline in the theme's border colour (follows palette changes).
+
+    Signals: none.
+    """
+
+    def __init__(self, orientation: Qt.Orientation, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        if orientation == Qt.Orientation.Horizontal:
+            self.setFixedHeight(1)
+            self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        else:
+            self.setFixedWidth(1)
+            self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Expanding)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), theme.border_color(self.palette()))
+        painter.end()
+
+
+class TopBar(QFrame):
+    """What the console is connected to, a health pill per part, and "Pause all sending".
+
+    Signals:
+        pause_requested(): the operator pressed "Pause all sending" (it is enabled).
+    """
+
+    pause_requested = Signal()
+
+    PARTS = ("nats", "nodes", "database", "relays")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("TopBar")
+        self._logo = QLabel()
+        self._target = QLabel("Not connected")
+        self._target.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.pills: dict[str, StatusPill] = {
+            "nats": StatusPill(Status.UNKNOWN, "NATS"),
+            "nodes": StatusPill(Status.UNKNOWN, "Engine"),
+            "database": StatusPill(Status.UNKNOWN, "Database"),
+            "relays": StatusPill(Status.UNKNOWN, "Relays"),
+        }
+        self.pause_button = QPushButton("Pause all sending")
+        self.pause_button.setProperty("destructive", True)
+        self.pause_button.setEnabled(False)
+        self.pause_button.setToolTip(PAUSE_UNAVAILABLE)
+        self.pause_button.clicked.connect(self.pause_requested)
+        # A disabled button shows no tooltip on hover in some styles: wrap it so the reason
+        # ("needs the queue control API") is always readable.
+        self._pause_holder = QWidget()
+        holder_layout = QHBoxLayout(self._pause_holder)
+        holder_layout.setContentsMargins(0, 0, 0, 0)
+        holder_layout.addWidget(self.pause_button)
+        self._pause_holder.setToolTip(PAUSE_UNAVAILABLE)
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(12, 8, 12, 8)
+        layout.setSpacing(8)
+        layout.addWidget(self._logo)
+        layout.addWidget(self._target)
+        layout.addSpacing(12)
+        for pill in self.pills.values():
+            layout.addWidget(pill)
+        layout.addStretch(1)
+        layout.addWidget(self._pause_holder)
+        self._restyle()
+
+    def set_target(self, title: str, detail: str = "") -> None:
+        """What the console is connected to: "Local stack" (detail: the NATS URL)."""
+        self._target.setText(
+            f"<b>{title}</b>" + (f"&nbsp;&nbsp;<span>{detail}</span>" if detail else "")
+        )
+        self._target.setToolTip(detail or title)
+
+    def target_text(self) -> str:
+        return self._target.text()
+
+    def set_pause_available(self, available: bool, reason: str = "") -> None:
+        self.pause_button.setEnabled(available)
+        tip = (
+            "Pause every send on every node (asks first and shows what it will stop)"
+            if available
+            else reason or PAUSE_UNAVAILABLE
+        )
+        self.pause_button.setToolTip(tip)
+        self._pause_holder.setToolTip(tip)
+
+    def _restyle(self) -> None:
+        palette = self.palette()
+        size = round(self.fontMetrics().height() * 1.4)
+        self._logo.setPixmap(
+            theme.icon_pixmap("mdi6.email-fast-outline", theme.text_color(palette), size)
+        )
+        self._target.setFont(theme.scaled_font(self.font(), 1.05))
+
+    def changeEvent(self, event: Any) -> None:
+        if event.type() in (event.Type.PaletteChange, event.Type.ApplicationPaletteChange):
+            self._restyle()
+        super().changeEvent(event)
+
+
+class CommandPalette(QDialog):
+    """Ctrl+K: type a few letters of a page or action, Enter runs it. Opened with ``open()``.
+
+    Signals:
+        chosen(str): the key of the command the operator picked.
+    """
+
+    chosen = Signal(str)
+
+    def __init__(self, commands: list[tuple[str, str, str]], parent: QWidget | None = None) -> None:
+        """``commands``: (key, words shown, qtawesome icon)."""
+        super().__init__(parent)
+        self.setWindowTitle("Go to")
+        self.setModal(True)
+        self._filter = QLineEdit()
+        self._filter.setPlaceholderText("Type a page or action, Enter to go")
+        self._filter.setClearButtonEnabled(True)
+        self._list = QListWidget()
+        colour = theme.text_color(self.palette())
+        for key, words, icon in commands:
+            item = QListWidgetItem(theme.icon(icon, colour), words)
+            item.setData(Qt.ItemDataRole.UserRole, key)
+            self._list.addItem(item)
+        self._filter.textChanged.connect(self._apply_filter)
+        self._filter.returnPressed.connect(self._choose_current)
+        self._list.itemActivated.connect(lambda _item: self._choose_current())
+        layout = QVBoxLayout(self)
+        layout.addWidget(self._filter)
+        layout.addWidget(self._list)
+        layout.setSizeConstraint(QLayout.SizeConstraint.SetNoConstraint)
+        self.resize(self.fontMetrics().averageCharWidth() * 60, self.fontMetrics().height() * 22)
+        self._apply_filter("")
+
+    def _apply_filter(self, text: str) -> None:
+        words = text.lower().split()
+        first = None
+        for row in range(self._list.count()):
+            item = self._list.item(row)
+            hidden = not all(w in item.text().lower() for w in words)
+            item.setHidden(hidden)
+            if not hidden and first is None:
+                first = item
+        if first is not None:
+            self._list.setCurrentItem(first)
+        else:
+            self._list.setCurrentRow(-1)
+
+    def _choose_current(self) -> None:
+        item = self._list.currentItem()
+        if item is not None and not item.isHidden():
+            self.chosen.emit(str(item.data(Qt.ItemDataRole.UserRole)))
+            self.accept()
+
+    def exec(self) -> int:
+        """Refused: open it with ``open()`` (a nested loop in a qasync slot deadlocks)."""
+        raise RuntimeError("CommandPalette must be opened with open(), not exec()")
+
+
+class MainWindow(QMainWindow):
+    """The console window. ``client`` is the one NATS bridge; pages get it in their factory.
+
+    Signals:
+        close_requested(): the operator closed the window; the app shuts down in order
+            (the window itself only hides).
+        page_changed(str): the key of the page now shown.
+    """
+
+    close_requested = Signal()
+    page_changed = Signal(str)
+
+    def __init__(
+        self,
+        client: EngineClient,
+        *,
+        target: str = "Local stack",
+        target_detail: str = "",
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.client = client
+        self.setWindowTitle("Campaign Console")
+        self.setWindowIcon(qta.icon("mdi6.email-fast-outline", color="#2563eb"))
+        self._pages: dict[str, QWidget] = {}
+        self._page_specs = {spec.key: spec for spec in page_registry.pages()}
+        self._dismissed_alert = ""
+        self._pause_verb: str | None = None
+        self._verbs_known = False
+        self._pause_dialog: ConfirmImpactDialog | None = None
+        self._current_key: str | None = None
+
+        self.top_bar = TopBar()
+        self.top_bar.set_target(target, target_detail)
+        self.top_bar.pause_requested.connect(self._ask_pause)
+        self.banner = AlertBanner()
+        self.banner.dismissed.connect(self._on_alert_dismissed)
+        self.banner.action_triggered.connect(self._on_alert_action)
+        self.rail = NavRail()
+        self.stack = QStackedWidget()
+        self.messages = MessageArea()
+
+        for spec in self._page_specs.values():
+            self.rail.add_page(spec.key, spec.label, spec.icon, spec.shortcut)
+            holder = QWidget()
+            holder_layout = QVBoxLayout(holder)
+            holder_layout.setContentsMargins(0, 0, 0, 0)
+            holder.setObjectName(f"page-{spec.key}")
+            self.stack.addWidget(holder)
+        self.rail.page_selected.connect(self._show_page)
+
+        body = QHBoxLayout()
+        body.setContentsMargins(0, 0, 0, 0)
+        body.setSpacing(0)
+        body.addWidget(self.rail)
+        body.addWidget(Rule(Qt.Orientation.Vertical))
+        content = QVBoxLayout()
+        content.setContentsMargins(8, 6, 8, 4)
+        content.setSpacing(6)
+        content.addWidget(self.banner)
+        content.addWidget(self.stack, 1)
+        content.addWidget(self.messages)
+        body.addLayout(content, 1)
+
+        top_rule = Rule(Qt.Orientation.Horizontal)
+
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.setSpacing(0)
+        outer.addWidget(self.top_bar)
+        outer.addWidget(top_rule)
+        outer.addLayout(body, 1)
+        self.setCentralWidget(central)
+        # Offscreen and some platforms warn when a shown window's minimum size changes later
+        # (a page built on first visit); the window's size is the user's anyway.
+        for layout in (self.layout(), outer):
+            if layout is not None:
+                layout.setSizeConstraint(QLayout.SizeConstraint.SetNoConstraint)
+
+        close = QShortcut(QKeySequence(QKeySequence.StandardKey.Quit), self)
+        close.activated.connect(self.close)
+        palette_shortcut = QShortcut(QKeySequence("Ctrl+K"), self)
+        palette_shortcut.activated.connect(self.open_palette)
+        self._palette: CommandPalette | None = None
+
+        self._health_timer = QTimer(self)
+        self._health_timer.setInterval(1000)
+        self._health_timer.timeout.connect(self.refresh_health)
+        self._health_timer.start()
+        client.connection_changed.connect(self._on_connection_changed)
+        client.nodes_changed.connect(lambda _nodes: self.refresh_health())
+
+        self.resize(QSize(1440, 900))
+        self.rail.set_current("live")
+
+    # ---------------------------------------------------------------- pages
+
+    def page_keys(self) -> list[str]:
+        """The rail's page keys, in order."""
+        return self.rail.keys()
+
+    def current_page(self) -> str | None:
+        return self.rail.current()
+
+    def page(self, key: str) -> QWidget | None:
+        """The page widget of ``key`` if it has been built."""
+        return self._pages.get(key)
+
+    def show_page(self, key: str) -> QWidget:
+        """Switch to page ``key`` (building it on first visit) and return its widget."""
+        self.rail.set_current(key)
+        return self._pages[key]
+
+    def _show_page(self, key: str) -> None:
+        spec = self._page_specs[key]
+        index = list(self._page_specs).index(key)
+        previous_key = self._current_key
+        if key not in self._pages:
+            self._pages[key] = self._build_page(spec)
+            holder = self.stack.widget(index)
+            layout = holder.layout() if holder is not None else None
+            assert layout is not None
+            layout.addWidget(self._pages[key])
+        self.stack.setCurrentIndex(index)
+        self._current_key = key
+        if previous_key is not None and previous_key != key:
+            _call_hook(self._pages.get(previous_key), "page_hidden")
+        _call_hook(self._pages[key], "page_shown")
+        self.page_changed.emit(key)
+
+    def _build_page(self, spec: page_registry.PageSpec) -> QWidget:
+        if spec.factory is None:
+            empty = EmptyState(
+                spec.icon,
+                f"The {spec.label} page is not built yet",
+                detail=f"It will show {spec.coming}" if spec.coming else "",
+            )
+            empty.setObjectName(f"placeholder-{spec.key}")
+            return empty
+        try:
+            page = spec.build(self.client)
+        except Exception as exc:  # a broken page must not take the window down
+            log.exception("building page %s failed", spec.key)
+            self.show_message(f"The {spec.label} page could not be opened: {describe(exc)}")
+            return EmptyState(
+                "mdi6.alert-circle-outline",
+                f"The {spec.label} page failed to open",
+                detail=str(exc),
+            )
+        signal = getattr(page, "workflow_activated", None)
+        if signal is not None:
+            signal.connect(self.open_workflow)
+        return page
+
+    def open_palette(self) -> CommandPalette:
+        """The command palette (Ctrl+K): every page, and "Pause all sending" when available."""
+        commands = [
+            (f"page:{spec.key}", f"Go to {spec.label}", spec.icon)
+            for spec in self._page_specs.values()
+        ]
+        if self._pause_verb is not None:
+            commands.append(("pause", "Pause all sending\u2026", "mdi6.pause-octagon-outline"))
+        dialog = CommandPalette(commands, self)
+        dialog.chosen.connect(self._run_command)
+        dialog.finished.connect(dialog.deleteLater)
+        self._palette = dialog
+        dialog.open()
+        return dialog
+
+    def _run_command(self, key: str) -> None:
+        if key.startswith("page:"):
+            self.show_page(key.removeprefix("page:"))
+        elif key == "pause":
+            self._ask_pause()
+
+    def open_workflow(self, name: str) -> None:
+        """Show workflow ``name`` on the Workflows page (or say the page is not built yet)."""
+        page = self.show_page("workflows")
+        if hasattr(page, "show_item"):
+            page.show_item(name)
+        else:
+            self.show_message(
+                f"Workflow \u201c{name}\u201d: the Workflows page is not built yet.", "info"
+            )
+
+    # ---------------------------------------------------------------- messages
+
+    def show_message(self, text: str, status: str = "failing") -> None:
+        """Show ``text`` in the message area (operation results and failures land here)."""
+        self.messages.show_message(text, status)
+
+    def show_progress(self, text: str) -> None:
+        """Startup progress ("Starting NATS…"), shown in the message area."""
+        self.messages.show_message(text, "info", timeout_ms=4000)
+
+    # ---------------------------------------------------------------- connection & health
+
+    def set_target(self, title: str, detail: str = "") -> None:
+        self.top_bar.set_target(title, detail)
+
+    def _on_connection_changed(self, state: str) -> None:
+        if state == CONNECTED and not self._verbs_known:
+            self.probe_verbs()
+        self.refresh_health()
+
+    def probe_verbs(self) -> Operation[Any]:
+        """Ask an engine (``ping``) which verbs it serves, to enable "Pause all sending"."""
+
+        def got(result: Any) -> None:
+            verbs = result.get("verbs") if isinstance(result, dict) else None
+            self._verbs_known = True
+            found = [v for v in PAUSE_VERBS if isinstance(verbs, list) and v in verbs]
+            self._pause_verb = found[0] if found else None
+            self.top_bar.set_pause_available(self._pause_verb is not None)
+
+        def failed(exc: BaseException) -> None:
+            log.info("ping failed: %s", describe(exc))
+            self.top_bar.set_pause_available(False, f"{PAUSE_UNAVAILABLE} ({describe(exc)})")
+
+        return (
+            Operation(self, lambda: self.client.request("ping", timeout=3), label="ping")
+            .success(got)
+            .failure(failed)
+            .run()
+        )
+
+    def refresh_health(self) -> None:
+        """Recompute the health pills and the alert banner from the client and its model."""
+        client = self.client
+        model = client.model
+        pills = self.top_bar.pills
+        state = client.state
+        nodes = client.nodes()
+        fresh = client.fresh_nodes()
+        healths = [model.health(n) for n in fresh]
+
+        nats_status = {
+            CONNECTED: Status.HEALTHY,
+            RECONNECTING: Status.DEGRADED,
+            CONNECTING: Status.UNKNOWN,
+        }.get(state, Status.FAILING)
+        if nats_status == Status.HEALTHY and any(
+            h.get("nats") not in (None, "healthy") for h in healths
+        ):
+            nats_status = Status.DEGRADED
+        pills["nats"].set_status(nats_status, "NATS")
+
+        if not nodes:
+            pills["nodes"].set_status(Status.UNKNOWN, "Engine")
+        else:
+            status = (
+                Status.HEALTHY
+                if len(fresh) == len(nodes)
+                else Status.FAILING
+                if not fresh
+                else Status.DEGRADED
+            )
+            label = "Engine" if len(nodes) == 1 else f"Engines {len(fresh)}/{len(nodes)}"
+            pills["nodes"].set_status(status, label)
+
+        databases = {h.get("database") for h in healths}
+        if not healths:
+            pills["database"].set_status(Status.UNKNOWN, "Database")
+        elif None in databases or "" in databases:
+            pills["database"].set_status(Status.FAILING, "Database")
+        else:
+            kinds = ", ".join(sorted(str(d) for d in databases))
+            pills["database"].set_status(Status.HEALTHY, f"Database ({kinds})")
+
+        pills["relays"].set_status(*self._relay_health(healths))
+        self._refresh_alert(state, nodes, fresh)
+
+    def _relay_health(self, healths: list[dict[str, Any]]) -> tuple[Status, str]:
+        model = self.client.model
+        label = "Inbox (local)" if healths and all(h.get("inbox") for h in healths) else "Relays"
+        if not healths:
+            return Status.UNKNOWN, label
+        errors = model.latest(Metric.ERROR_RATIO)
+        deferred = model.latest(Metric.DEFERRED_RATIO)
+        if math.isnan(errors):
+            return Status.HEALTHY, label  # nothing attempted lately: nothing wrong seen
+        if errors >= 0.5:
+            return Status.FAILING, label
+        if errors >= ERROR_ALERT_RATIO or (not math.isnan(deferred) and deferred >= 0.2):
+            return Status.DEGRADED, label
+        return Status.HEALTHY, label
+
+    def _refresh_alert(self, state: str, nodes: list[str], fresh: list[str]) -> None:
+        key, text, status, action = "", "", Status.FAILING, ""
+        url = self.client.url
+        if state == RECONNECTING:
+            key, text = "nats", f"Lost the connection to NATS at {url}; reconnecting\u2026"
+        elif nodes and not fresh:
+            age = self.client.seconds_since()
+            key = "stale-all"
+            text = f"No metrics from any engine for {_seconds(age)}: is the engine running?"
+        elif nodes and len(fresh) < len(nodes):
+            stale = [n for n in nodes if n not in fresh]
+            key, status = "stale-" + ",".join(stale), Status.DEGRADED
+            age = self.client.seconds_since(stale[0])
+            text = f"No metrics from {', '.join(stale)} for {_seconds(age)}."
+        else:
+            errors = self.client.model.latest(Metric.ERROR_RATIO, ALL)
+            if not math.isnan(errors) and errors >= ERROR_ALERT_RATIO:
+                key, status = "errors", Status.FAILING if errors >= 0.2 else Status.DEGRADED
+                text = (
+                    f"Error rate {format_percent(errors)} over the last "
+                    f"{self.client.model.ratio_window_s:g} s (failed, bounced or uncertain sends)."
+                )
+                action = "Open Queues"
+        if not key:
+            self._dismissed_alert = ""
+            self.banner.clear()
+            return
+        # Stale alerts change wording every second; dismissal is by kind, not by text.
+        if key == self._dismissed_alert:
+            return
+        self.banner.show_alert(text, status, action=action, key=key)
+
+    def _on_alert_dismissed(self, key: str) -> None:
+        self._dismissed_alert = key
+
+    def _on_alert_action(self, key: str) -> None:
+        if key == "errors":
+            self.show_page("queues")
+
+    # ---------------------------------------------------------------- pause all sending
+
+    def _ask_pause(self) -> None:
+        if self._pause_verb is None:
+            self.show_message(PAUSE_UNAVAILABLE, "degraded")
+            return
+        model = self.client.model
+        nodes = self.client.fresh_nodes()
+        depth = model.latest(Metric.QUEUE_DEPTH)
+        rate = model.latest(Metric.EMAILS_OUT)
+        details = [
+            f"Engine nodes affected: {', '.join(nodes) or 'none reporting'}",
+            f"Queued emails that will wait: {format_count(depth)}",
+            "Events keep being processed; new sends queue up until you resume.",
+        ]
+        impact = (
+            f"Stop all sending on {len(nodes)} engine node{'s' if len(nodes) != 1 else ''}: "
+            f"about {format_count(rate)} emails a second stop going out."
+            if not math.isnan(rate)
+            else f"Stop all sending on {len(nodes)} engine node(s)."
+        )
+        dialog = ConfirmImpactDialog(
+            "Pause all sending",
+            impact,
+            confirm_text="Pause all sending",
+            details=details,
+            ask_reason=True,
+            parent=self,
+        )
+        dialog.accepted_with.connect(self._pause)
+        dialog.finished.connect(dialog.deleteLater)
+        self._pause_dialog = dialog
+        dialog.open()
+
+    def _pause(self, reason: str) -> None:
+        verb = self._pause_verb
+        if verb is None:
+            return
+        Operation(
+            self, lambda: self.client.request(verb, {"reason": reason}), label="Pause all sending"
+        ).success(lambda _r: self.show_message("Sending is paused on every node.", "paused")).run()
+
+    # ---------------------------------------------------------------- closing
+
+    def stop_timers(self) -> None:
+        """Stop every timer of the window and its pages (first step of shutdown)."""
+        self._health_timer.stop()
+        for page in self._pages.values():
+            if hasattr(page, "page_hidden"):
+                page.page_hidden()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.close_requested.emit()
+        super().closeEvent(event)
+
+
+def _call_hook(page: QWidget | None, hook: str) -> None:
+    method = getattr(page, hook, None)
+    if callable(method):
+        method()
+
+
+def _seconds(value: float) -> str:
+    if math.isinf(value):
+        return "a while"
+    return f"{round(value)} s" if value < 120 else f"{round(value / 60)} min"

@@ -1,0 +1,255 @@
+"""The Live page against a real engine: empty state, demo traffic, tiles, charts, screenshots."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from console import pages
+from console.client import EngineClient
+from console.main_window import MainWindow
+from console.metrics_model import ALL, Metric
+from console.pages.live import CHARTS, LivePage
+from console.stack import StackConnection
+from tests.console.conftest import run, wait_until
+from widgets import theme
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "console"
+TRAFFIC_SECONDS = 10.0
+
+
+def save_screenshot(widget: object, name: str) -> Path:
+    """Grab ``widget`` into docs/screenshots/console/NAME.png and check it is not blank."""
+    from PySide6.QtWidgets import QWidget
+
+    assert isinstance(widget, QWidget)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    pixmap = widget.grab()
+    assert pixmap.save(str(path)), f"could not write {path}"
+    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB32)
+    data = np.frombuffer(image.constBits(), dtype=np.uint32, count=image.width() * image.height())
+    assert np.unique(data).size > 60, f"{name} looks blank"
+    return path
+
+
+async def open_console(client: EngineClient, engine: StackConnection) -> MainWindow:
+    """Connect ``client`` to the engine and show the window on the Live page.
+
+    Not qtbot.addWidget: pytest-qt would delete the window before the fixture's teardown
+    stops its timers and drains NATS (``close_console``).
+    """
+    await client.connect_to(engine.nats_url, engine.nats_token)
+    window = MainWindow(client, target="Local stack", target_detail=engine.nats_url)
+    window.resize(1600, 1000)
+    window.show()
+    await wait_until(window.isVisible)
+    return window
+
+
+async def close_console(window: MainWindow) -> None:
+    window.stop_timers()
+    await window.client.stop_intake()
+    await window.client.close()
+    window.close()
+    window.deleteLater()
+    await asyncio.sleep(0)
+
+
+@pytest.fixture
+def console(qloop: asyncio.AbstractEventLoop, engine: StackConnection) -> Iterator[MainWindow]:
+    """The console window connected to the module's real engine, Live page showing.
+
+    Everything touching Qt or NATS runs inside ``run(qloop, ...)`` (see conftest).
+    """
+    pages.register_builtin_pages()
+    window = run(qloop, open_console(EngineClient(), engine))
+    try:
+        yield window
+    finally:
+        run(qloop, close_console(window))
+
+
+def live_page(window: MainWindow) -> LivePage:
+    page = window.page("live")
+    assert isinstance(page, LivePage)
+    return page
+
+
+def test_demo_traffic_from_the_empty_state_fills_the_tiles(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, console: MainWindow, engine: StackConnection
+) -> None:
+    page = live_page(console)
+    client = console.client
+
+    async def scenario() -> None:
+        # A fresh engine reports, but nothing has happened yet: the page teaches.
+        await wait_until(lambda: client.nodes() == [engine.node], timeout=10)
+        page.refresh_slow()
+        assert page.states.currentWidget() is page.empty
+        assert page.empty.sentence() == "No events yet \u2014 start demo traffic"
+        await wait_until(lambda: page.empty.action_button().isEnabled(), timeout=5)
+        save_screenshot(console, "live-empty")
+
+        qtbot.mouseClick(page.empty.action_button(), Qt.MouseButton.LeftButton)
+        # The request reached the engine, under the operator's name.
+        await wait_until(lambda: page._demo_running is True, timeout=10)
+        status = await client.request("demo.status")
+        assert status["running"] is True and status["rate"] == 50
+        audit = await client.request("audit.list", {"search": "demo.start"})
+        assert audit[0]["actor"] == getpass.getuser()
+
+        # Events flow: the dashboard replaces the empty state, the tile shows events/s.
+        await wait_until(lambda: page.states.currentWidget() is page.dashboard, timeout=20)
+        await wait_until(lambda: client.model.latest(Metric.EVENTS_IN) > 0, timeout=20)
+        await asyncio.sleep(0.5)
+        tile = page.tiles[Metric.EVENTS_IN]
+        assert tile.value_text().endswith("/s")
+        assert tile.value_text() not in ("0/s", "\u2014")
+        assert page.charts["throughput"].legend_text(Metric.EVENTS_IN).startswith("events in")
+        assert page.freshness.text() in ("updated just now", "updated 1 s ago")
+
+    run(qloop, scenario(), timeout=90)
+
+
+def test_live_screenshot_with_demo_traffic(
+    qloop: asyncio.AbstractEventLoop, console: MainWindow, engine: StackConnection
+) -> None:
+    page = live_page(console)
+    client = console.client
+
+    async def scenario() -> None:
+        status = await client.request("demo.status")
+        if not status["running"]:
+            await client.request("demo.start", {"rate": 50})
+        await asyncio.sleep(TRAFFIC_SECONDS)
+        page.refresh_slow()
+        page.group.refresh()
+
+        assert page.states.currentWidget() is page.dashboard
+        assert client.model.latest(Metric.EVENTS_IN) > 0
+        t, _ = client.model.series(Metric.EVENTS_IN)
+        assert t.size >= 30  # about 4 samples a second
+        save_screenshot(console, "live")
+        inner = page.dashboard.widget()
+        inner.resize(inner.width(), inner.sizeHint().height())
+        save_screenshot(inner, "live-full")
+
+    run(qloop, scenario(), timeout=60)
+
+
+def test_live_screenshot_dark(qloop: asyncio.AbstractEventLoop, engine: StackConnection) -> None:
+    """A dark OS theme: the palette is set before the window is built, as at start-up."""
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    theme.apply_theme(app, dark=True)
+    pages.register_builtin_pages()
+
+    async def scenario() -> None:
+        window = await open_console(EngineClient(), engine)
+        try:
+            if not (await window.client.request("demo.status"))["running"]:
+                await window.client.request("demo.start", {"rate": 50})
+            await asyncio.sleep(TRAFFIC_SECONDS)
+            page = live_page(window)
+            page.refresh_slow()
+            page.group.refresh()
+            assert page.states.currentWidget() is page.dashboard
+            save_screenshot(window, "live-dark")
+        finally:
+            await close_console(window)
+
+    try:
+        run(qloop, scenario(), timeout=60)
+    finally:
+        theme.apply_theme(app, dark=False)
+
+
+def test_window_and_freeze_apply_to_every_chart(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, console: MainWindow
+) -> None:
+    page = live_page(console)
+
+    async def scenario() -> None:
+        assert {c.window_seconds() for c in page.group.charts()} == {60.0}
+        qtbot.mouseClick(page.controls.window_button(900.0), Qt.MouseButton.LeftButton)
+        assert {c.window_seconds() for c in page.group.charts()} == {900.0}
+        assert {t.window_seconds() for t in page.tiles.values()} == {900.0}
+        qtbot.mouseClick(page.controls.freeze_button(), Qt.MouseButton.LeftButton)
+        assert all(c.is_frozen() for c in page.group.charts())
+        assert len(page.group.charts()) == len(CHARTS)
+        qtbot.mouseClick(page.controls.freeze_button(), Qt.MouseButton.LeftButton)
+        assert not any(c.is_frozen() for c in page.group.charts())
+
+    run(qloop, scenario())
+
+
+def test_one_node_or_all_nodes(
+    qloop: asyncio.AbstractEventLoop, console: MainWindow, engine: StackConnection
+) -> None:
+    page = live_page(console)
+
+    async def scenario() -> None:
+        await wait_until(lambda: page.node_box.count() == 2, timeout=10)
+        assert page.node_box.itemData(0) == ALL and page.node_box.itemData(1) == engine.node
+        page.node_box.setCurrentIndex(1)
+        await asyncio.sleep(1.5)
+        assert page._node == engine.node
+        latest = page.charts["throughput"].buffer(Metric.EVENTS_IN).latest()
+        assert latest is not None and math.isfinite(latest[1])
+        page.node_box.setCurrentIndex(0)
+        assert page._node == ALL
+
+    run(qloop, scenario())
+
+
+def test_workflow_rows_open_the_workflow(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, console: MainWindow
+) -> None:
+    page = live_page(console)
+
+    async def scenario() -> None:
+        await wait_until(lambda: page.workflow_model.rowCount() > 0, timeout=30)
+        name = page.workflow_model.key_for_row(0)
+        with qtbot.waitSignal(page.workflow_activated, timeout=2000) as opened:
+            page.workflow_table.row_activated.emit(name)
+        assert opened.args == [name]
+        assert console.current_page() == "workflows"
+        assert name in console.messages.text()
+
+    run(qloop, scenario(), timeout=40)
+
+
+def test_stale_figures_show_their_age_in_amber(
+    qloop: asyncio.AbstractEventLoop, console: MainWindow
+) -> None:
+    page = live_page(console)
+    client = console.client
+
+    async def scenario() -> None:
+        await wait_until(lambda: client.seconds_since() < 1, timeout=10)
+        await client.stop_intake()  # metrics stop arriving, as when an engine hangs
+        await asyncio.sleep(client.stale_after_s + 1.5)
+        page.refresh_slow()
+        page.group.refresh()
+        text = page.freshness.text()
+        assert text.startswith("updated ") and text.endswith("s ago")
+        amber = theme.status_color(theme.STALE_STATUS, page.palette()).name()
+        assert amber in page.freshness.styleSheet()
+        assert page.tiles[Metric.EVENTS_IN].is_stale()
+        console.refresh_health()
+        assert console.top_bar.pills["nodes"].status() == theme.Status.FAILING
+        assert console.banner.isVisible()
+        assert "No metrics from any engine" in console.banner.text()
+
+    run(qloop, scenario())
