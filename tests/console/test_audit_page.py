@@ -1,0 +1,132 @@
+"""The Audit page against a real engine: an operator's actions are listed, searched, filtered."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QWidget
+from pytestqt.qtbot import QtBot
+
+from console import pages
+from console.client import EngineClient
+from console.main_window import MainWindow
+from console.pages.audit import AuditPage
+from console.stack import StackConnection
+from tests.console.conftest import run, wait_until
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "console"
+
+
+@pytest.fixture
+def console(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, engine: StackConnection
+) -> Iterator[MainWindow]:
+    """The console window on the module's real engine (see tests/console/test_live.py)."""
+    pages.register_builtin_pages()
+    client = EngineClient()
+
+    async def start() -> MainWindow:
+        await client.connect_to(engine.nats_url, engine.nats_token)
+        window = MainWindow(client, target="Local stack", target_detail=engine.nats_url)
+        window.resize(1600, 1000)
+        window.show()
+        qtbot.waitExposed(window)
+        return window
+
+    window = run(qloop, start())
+    try:
+        yield window
+    finally:
+
+        async def stop() -> None:
+            window.stop_timers()
+            await client.stop_intake()
+            await client.close()
+            window.close()
+            window.deleteLater()
+            await asyncio.sleep(0)
+
+        run(qloop, stop())
+
+
+def save_screenshot(widget: QWidget, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    pixmap = widget.grab()
+    assert pixmap.save(str(path)), f"could not write {path}"
+    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB32)
+    data = np.frombuffer(image.constBits(), dtype=np.uint32, count=image.width() * image.height())
+    assert np.unique(data).size > 60, f"{name} looks blank"
+    return path
+
+
+def audit_page(window: MainWindow) -> AuditPage:
+    page = window.show_page("audit")
+    assert isinstance(page, AuditPage)
+    return page
+
+
+def test_an_operators_actions_are_listed_newest_first_and_searchable(
+    qloop: asyncio.AbstractEventLoop, console: MainWindow
+) -> None:
+    page = audit_page(console)
+    client = console.client
+    me = getpass.getuser()
+
+    async def scenario() -> None:
+        await wait_until(lambda: page.freshness.text() != "no data yet", timeout=10)
+        if not page.all_rows:
+            assert page.states.currentWidget() is page.empty
+        await client.request("demo.start", {"rate": 50})
+        await client.request("demo.stop")
+
+        # The page refreshes by itself (every 5 s while shown).
+        await wait_until(lambda: "demo.stop" in page.visible_actions(), timeout=15, interval=0.2)
+        assert page.states.currentWidget() is page.splitter
+        actions = page.visible_actions()
+        assert actions.index("demo.stop") < actions.index("demo.start")  # newest first
+        top = page.table.rows[actions.index("demo.stop")]
+        assert top["actor"] == me
+        time_item = page.table.model().index(actions.index("demo.stop"), 0)
+        assert "UTC" in str(time_item.data(3))  # ToolTipRole: the instant in UTC
+        assert page.table.model().index(0, 1).data() == page.table.rows[0]["actor"]
+
+        # The detail JSON of the selection, in the side panel.
+        start_row = actions.index("demo.start")
+        page.table.selectRow(start_row)
+        assert '"rate": 50' in page.detail_text()
+        assert page.detail_fields["Actor"].text() == me
+
+        # Search goes to the engine.
+        page.search.setText("demo.stop")
+        await wait_until(lambda: set(page.visible_actions()) == {"demo.stop"}, timeout=10)
+        page.search.clear()
+        await wait_until(lambda: "demo.start" in page.visible_actions(), timeout=10)
+
+        # Actor and action filters.
+        assert page.actor_box.findData(me) > 0
+        page.set_action("demo.start")
+        assert set(page.visible_actions()) == {"demo.start"}
+        page.set_action("")
+        page.set_actor("nobody-at-all")  # not offered: shows everything
+        assert "demo.stop" in page.visible_actions()
+        page.set_actor(me)
+        assert {r["actor"] for r in page.table.rows} == {me}
+
+        page.set_actor("")
+        page.table.select_ids([str(page.table.rows[start_row]["id"])])
+        await asyncio.sleep(0.2)
+        save_screenshot(console, "audit")
+
+        page.search.setText("nothing-matches-this")
+        await wait_until(lambda: page.states.currentWidget() is page.no_match, timeout=10)
+        page.no_match.action_button().click()
+        await wait_until(lambda: page.states.currentWidget() is page.splitter, timeout=10)
+
+    run(qloop, scenario(), timeout=60)
