@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # QtWebEngine's sandbox cannot start as root (CI, containers).
 export QTWEBENGINE_CHROMIUM_FLAGS ?= --no-sandbox --disable-gpu
 
-.PHONY: run test lint bench engine demo clean
+.PHONY: run test lint bench engine screenshots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+
+# Refresh the pictures in docs/screenshots/ (the screenshot tests, saving where the docs look).
+screenshots: $(STAMP)
+	CAMPAIGN_SCREENSHOTS=1 QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q \
+		tests/widgets tests/console -k "screenshot or gallery"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline

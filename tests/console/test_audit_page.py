@@ -19,8 +19,9 @@ from console.main_window import MainWindow
 from console.pages.audit import AuditPage
 from console.stack import StackConnection
 from tests.console.conftest import run, wait_until
+from tests.screens import screenshot_dir
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "console"
+SCREENSHOTS = screenshot_dir("console")
 
 
 @pytest.fixture

@@ -22,9 +22,10 @@ from console.main_window import MainWindow
 from console.pages.dead_letters import DeadLettersPage, pretty_payload
 from console.stack import StackConnection
 from tests.console.conftest import run, wait_until
+from tests.screens import screenshot_dir
 from widgets.confirm import ConfirmImpactDialog
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "console"
+SCREENSHOTS = screenshot_dir("console")
 NOT_JSON = "payload: not valid JSON"
 
 

@@ -27,6 +27,7 @@ from console.pages.inbox import HtmlView, InboxPage, ParsedMessage, guarded_html
 from console.stack import StackConnection
 from engine.ingest.validate import format_time
 from tests.console.conftest import run, wait_until
+from tests.screens import screenshot_dir
 
 # QtWebEngine as root without a GPU (the Makefile sets the same for `make test`).
 os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox --disable-gpu")
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.qt_log_ignore(
     r"^This plugin does not support propagateSizeHints",
 )
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "console"
+SCREENSHOTS = screenshot_dir("console")
 
 
 def spin(ms: int) -> None:

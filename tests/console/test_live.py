@@ -22,9 +22,10 @@ from console.metrics_model import ALL, Metric
 from console.pages.live import CHARTS, LivePage
 from console.stack import StackConnection
 from tests.console.conftest import run, wait_until
+from tests.screens import screenshot_dir
 from widgets import theme
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "console"
+SCREENSHOTS = screenshot_dir("console")
 TRAFFIC_SECONDS = 10.0
 
 

@@ -13,9 +13,10 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QLayout, QVBoxLayout, QWidget
 from pytestqt.qtbot import QtBot
 
+from tests.screens import screenshot_dir
 from widgets import theme
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "widgets"
+SCREENSHOTS = screenshot_dir("widgets")
 NOW = 1_750_000_000.0  # a fixed "now" (2025-06-15) so tests never depend on the wall clock
 
 
