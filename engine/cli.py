@@ -147,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not args.debug:  # a migration check at every start is not news
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = settings_from(args)
         return int(dispatch(args, settings) or 0)

@@ -125,7 +125,7 @@ async def demo(
     settings: Settings, *, rate: float, duration: float | None, nats: str | None, seed: int
 ) -> int:
     from engine import bus
-    from engine.demo import run_demo
+    from engine.demo import SAFE_DOMAINS, DemoShop, run_demo
     from engine.node import Connection
 
     if rate <= 0:
@@ -142,7 +142,10 @@ async def demo(
     nc = await bus.connect(url, token=token or None, name="campaign-demo")
     try:
         print(f"Publishing simulated shop traffic at {rate:g} events/s to {url} ...", flush=True)
-        stats = await run_demo(nc.jetstream(), rate=rate, duration=duration, seed=seed)
+        # Reserved domains only: this command cannot know whether the engine's route is the
+        # local inbox or a real relay, and invented addresses at real domains could reach people.
+        shop = DemoShop(seed=seed, domains=SAFE_DOMAINS)
+        stats = await run_demo(nc.jetstream(), rate=rate, duration=duration, shop=shop)
         print(f"Published {stats.published:,} events ({stats.achieved_rate:,.0f}/s).")
     finally:
         await nc.drain()

@@ -357,10 +357,13 @@ async def run_node(settings: Settings, *, demo_rate: float = 0.0) -> int:
             print(f"  inbox       smtp://{node.inbox_address}  (campaign-engine inbox list)")
         print("Press Ctrl-C to stop.", flush=True)
         if demo_rate > 0 and node.js is not None:
-            from engine.demo import run_demo
+            from engine.demo import DEFAULT_DOMAINS, SAFE_DOMAINS, DemoShop, run_demo
 
+            # Simulated shoppers get consumer-mail domains only when mail stays in the local
+            # inbox: behind a real relay, invented addresses at gmail.com could reach people.
+            domains = SAFE_DOMAINS if settings.smtp.url else DEFAULT_DOMAINS
             print(f"Demo traffic: {demo_rate:g} events/s", flush=True)
-            await run_demo(node.js, rate=demo_rate, duration=None)
+            await run_demo(node.js, rate=demo_rate, duration=None, shop=DemoShop(domains=domains))
         await asyncio.Event().wait()
     finally:
         print("Stopping...", flush=True)

@@ -214,7 +214,13 @@ def register_operations(control: ControlServer, node: Node) -> None:
         task = demo_state.get("task")
         if task is not None and not task.done():
             task.cancel()
-        demo_state["task"] = asyncio.create_task(run_demo(node.js, rate=float(rate), duration=None))
+        from engine.demo import DEFAULT_DOMAINS, SAFE_DOMAINS, DemoShop
+
+        # Consumer-mail domains only while mail stays in the local capture inbox.
+        domains = SAFE_DOMAINS if node.settings.smtp.url else DEFAULT_DOMAINS
+        demo_state["task"] = asyncio.create_task(
+            run_demo(node.js, rate=float(rate), duration=None, shop=DemoShop(domains=domains))
+        )
         demo_state["rate"] = float(rate)
         node._tasks.append(demo_state["task"])
         await asyncio.to_thread(
