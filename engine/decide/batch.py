@@ -27,6 +27,7 @@ import orjson
 from sqlalchemy import Connection
 
 from engine.clock import Clock
+from engine.decide import lite
 from engine.decide.changes import LIVE_STATES, Changes, Enrollment
 from engine.decide.machine import Moment, StepMachine, Subject
 from engine.decide.profiles import (
@@ -165,6 +166,8 @@ class DecideBatch:
     ) -> set[str]:
         if not events:
             return set()
+        if self.sql.lite and len(events) <= 500:
+            return lite.claim_events(conn, [(e.message_id, d.stream_seq, now) for e, d in events])
         rows = [
             {"message_id": e.message_id, "stream_seq": d.stream_seq, "processed_at": now}
             for e, d in events
@@ -211,7 +214,10 @@ class DecideBatch:
             decider.apply(event, contact, recent, now)
             outcome.received_at.append(event.received_at)
         write_contacts(conn, sql, contacts.values(), now)
-        conn.execute(sql.insert_activity, [activity_row(e) for e in events])
+        if sql.lite:
+            lite.insert_activity(conn, [activity_row(e) for e in events])
+        else:
+            conn.execute(sql.insert_activity, [activity_row(e) for e in events])
         outcome.next_timer_at = changes.next_timer_at
         ids, per_workflow = changes.write(conn, sql)
         outcome.intent_ids, outcome.intents_per_workflow = ids, per_workflow
@@ -227,9 +233,18 @@ class DecideBatch:
         if not contact_ids:
             return live, history
         params = {"ids": sorted(contact_ids), "workflows": sorted(limited)}
-        for row in conn.execute(self.sql.enrollments, params):
+        rows: Iterable[Any]
+        if self.sql.lite and len(contact_ids) + len(limited) <= 500:
+            rows = [
+                Enrollment.from_values(v)
+                for v in lite.enrollments(conn, params["ids"], params["workflows"], LIVE_STATES)
+            ]
+        else:
+            rows = conn.execute(self.sql.enrollments, params)
+        for row in rows:
             if row.state in LIVE_STATES:
-                live.setdefault(row.contact_id, []).append(Enrollment.from_row(row))
+                enrollment = row if isinstance(row, Enrollment) else Enrollment.from_row(row)
+                live.setdefault(row.contact_id, []).append(enrollment)
             if row.workflow_id in limited:
                 key = (row.workflow_id, row.contact_id)
                 history[key] = max(row.entered_at, history.get(key, row.entered_at))

@@ -14,10 +14,14 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.decide import lite
+from engine.store import schema
+
 if TYPE_CHECKING:
     from engine.decide.sql import DecideSql
 
 LIVE_STATES = ("active", "waiting")
+_ENROLLMENT_KEY = ("workflow_id", "contact_id", "trigger_event_id")
 
 
 @dataclass(slots=True)
@@ -59,6 +63,14 @@ class Enrollment:
             updated_at=row.updated_at,
             stored=True,
         )
+
+    @classmethod
+    def from_values(cls, v: tuple[Any, ...]) -> Enrollment:
+        """From a row of ``lite.enrollments`` (JSON columns still encoded)."""
+        return cls(
+            v[0], v[1], v[2], v[3], v[4], dict(lite.loads(v[5])), v[6], v[7],
+            lite.loads(v[8]), v[9], v[10], v[11], stored=True,
+        )  # fmt: skip
 
     def row(self) -> dict[str, Any]:
         return {
@@ -128,11 +140,24 @@ class Changes:
         ids: list[str] = []
         per_workflow: Counter[str] = Counter()
         if self.intents:
-            for row in conn.execute(sql.insert_intents, self.intents):
-                ids.append(row.id)
-                per_workflow[row.workflow_id] += 1
+            if sql.lite:
+                found = lite.insert(
+                    conn,
+                    schema.intents,
+                    self.intents,
+                    conflict=["dedup_key"],
+                    returning=["id", "workflow_id"],
+                )
+            else:
+                found = [tuple(row) for row in conn.execute(sql.insert_intents, self.intents)]
+            for intent_id, workflow_id in found:
+                ids.append(intent_id)
+                per_workflow[workflow_id] += 1
         if self.log:
-            conn.execute(sql.insert_log, self.log)
+            if sql.lite:
+                lite.insert(conn, schema.enrollment_log, self.log)
+            else:
+                conn.execute(sql.insert_log, self.log)
         return ids, per_workflow
 
     def _write_enrollments(self, conn: Connection, sql: DecideSql) -> None:
@@ -140,6 +165,13 @@ class Changes:
             group = [e for e in self.enrollments.values() if (e.waiting_for is not None) == waiting]
             new = [_new_row(e, waiting) for e in group if not e.stored]
             changed = [_changed_row(e, waiting) for e in group if e.stored]
+            if sql.lite:
+                # waiting_for of an enrollment not waiting: None, stored as SQL NULL.
+                rows = [e.row() for e in group if not e.stored]
+                lite.insert(conn, schema.enrollments, rows, conflict=_ENROLLMENT_KEY)
+                if changed:
+                    lite.update_enrollments(conn, changed, waiting)
+                continue
             if new:
                 conn.execute(
                     sql.insert_enrollment if waiting else sql.insert_enrollment_not_waiting, new

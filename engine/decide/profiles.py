@@ -17,12 +17,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.decide import lite
 from engine.events import Event
 
 if TYPE_CHECKING:
     from engine.decide.sql import DecideSql
 
 _MAX_EMAIL = 320
+_LITE_MAX_IDS = 500  # SQLite fast path only for IN lists well inside SQLite's variable limit
 
 
 def clean_email(value: object) -> str | None:
@@ -112,7 +114,12 @@ def load_contacts(conn: Connection, sql: DecideSql, ids: Iterable[str]) -> dict[
     """The stored contacts among ``ids``, and a blank one for each id not stored yet."""
     wanted = sorted(set(ids))
     found = {}
-    if wanted:
+    if wanted and sql.lite and len(wanted) <= _LITE_MAX_IDS:
+        found = {
+            r[0]: Contact(r[0], r[1], dict(lite.loads(r[2]) or {}), r[3], r[4], r[5], stored=True)
+            for r in lite.contacts(conn, wanted)
+        }
+    elif wanted:
         found = {
             row.id: Contact.from_row(row) for row in conn.execute(sql.contacts, {"ids": wanted})
         }
@@ -124,7 +131,9 @@ def write_contacts(
 ) -> None:
     """Insert new contacts and update changed ones (consent and unsubscribe are left alone)."""
     rows = [c.row(now) for c in contacts if c.changed]
-    if rows:
+    if rows and sql.lite:
+        lite.upsert_contacts(conn, rows)
+    elif rows:
         conn.execute(sql.upsert_contacts, rows)
 
 
@@ -164,6 +173,11 @@ def load_activity(
         "names": sorted(windows),
         "since": earliest - max(windows.values()),
     }
+    if sql.lite and len(contact_ids) <= _LITE_MAX_IDS:
+        since = earliest - max(windows.values())
+        for cid, name, ts, properties in lite.activity(conn, contact_ids, sorted(windows), since):
+            recent[cid].add(name, ts, lite.loads(properties) or {})
+        return recent
     for row in conn.execute(sql.activity, params):
         recent[row.contact_id].add(row.name, row.ts, row.properties or {})
     return recent

@@ -50,6 +50,8 @@ class DecideSql:
     claim_timers: Update
     next_timer: Select[Any]
     fail_timer: Update
+    # SQLite: the hottest statements run on the DBAPI cursor instead (see engine.decide.lite).
+    lite: bool = False
 
     @classmethod
     def build(cls, store: Store) -> DecideSql:
@@ -136,4 +138,5 @@ class DecideSql:
                 .where(t.c.id == sa.bindparam("b_id"), t.c.state == "pending")
                 .values(state="failed", claimed_by=sa.bindparam("node"))
             ),
+            lite=store.is_sqlite,
         )

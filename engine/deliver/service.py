@@ -217,7 +217,10 @@ class DeliveryService:
                 if not self._notified:
                     self._wakeup.clear()
                     try:
-                        await asyncio.wait_for(self._wakeup.wait(), next_poll - mono)
+                        # Not wait_for: see Route._work (a notified claim would start two loop
+                        # turns late, each of which may run a whole decide batch first).
+                        async with asyncio.timeout(next_poll - mono):
+                            await self._wakeup.wait()
                     except TimeoutError:
                         pass
                     continue

@@ -7,8 +7,12 @@ only then is the terminating ``.<CRLF>`` written and the reply read. Whatever go
 result says on which side of the dot it went wrong, which is what decides between "resend"
 and "uncertain".
 
-This transport makes one round trip per command. :class:`Transport` is the seam for a
-PIPELINING (RFC 2920) transport that sends MAIL, RCPT and DATA in one write.
+When the relay advertises PIPELINING (RFC 2920; Postfix does), MAIL, RCPT and DATA go out in
+one write and their three replies are read together, so a transaction costs two round trips
+(envelope, then the dot) instead of four. On a busy engine each round trip also waits for the
+event loop, which a decide batch holds for ~1-2 ms at a time, so the saving is larger than the
+network's (bench.pipeline at 1,000 events/s: rendered -> dot p50 ~2.1 ms -> ~1.4 ms together
+with the raw dot-marker update). Otherwise one round trip per command.
 """
 
 from __future__ import annotations
@@ -19,18 +23,20 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiosmtplib
 from aiosmtplib.errors import (
     SMTPAuthenticationError,
     SMTPConnectTimeoutError,
     SMTPException,
+    SMTPReadTimeoutError,
     SMTPResponseException,
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
-from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.protocol import COMMAND_INJECTION_REGEX, MAX_RESPONSE_LENGTH, SMTPProtocol
+from aiosmtplib.response import SMTPResponse
 
 from engine.deliver.model import Reply
 from engine.deliver.relay import RelayConfig
@@ -117,6 +123,7 @@ class SmtpConnection:
         self._smtp: aiosmtplib.SMTP | None = None
         self._eight_bit = False
         self._size = False
+        self._pipelining = False
         self.last_used = 0.0  # monotonic time of the last completed command
 
     @property
@@ -155,6 +162,7 @@ class SmtpConnection:
         self._smtp = smtp
         self._eight_bit = smtp.supports_extension("8bitmime")
         self._size = smtp.supports_extension("size")
+        self._pipelining = smtp.supports_extension("pipelining")
         self.last_used = time.monotonic()
 
     def _protocol(self) -> SMTPProtocol:
@@ -183,6 +191,10 @@ class SmtpConnection:
             if envelope.eight_bit and self._eight_bit:
                 params.append(b"BODY=8BITMIME")
             mail_from = b"FROM:<" + envelope.sender.encode("ascii") + b">"
+            if self._pipelining:
+                return await self._pipelined(
+                    protocol, envelope, mail_from, params, body, before_dot
+                )
             response = await protocol.execute_command(b"MAIL", mail_from, *params, timeout=timeout)
             if response.code != 250:
                 return TransactionResult(Reply(response.code, response.message), stage, False)
@@ -202,7 +214,61 @@ class SmtpConnection:
         except (*_LOST, SMTPResponseException) as exc:
             self.close()
             return TransactionResult(None, stage, False, _describe(exc), data_started=data_started)
+        return await self._finish(protocol, before_dot, data_started)
 
+    async def _pipelined(
+        self,
+        protocol: SMTPProtocol,
+        envelope: Envelope,
+        mail_from: bytes,
+        params: list[bytes],
+        body: bytes,
+        before_dot: Callable[[], Awaitable[bool]],
+    ) -> TransactionResult:
+        """MAIL, RCPT and DATA in one write (RFC 2920: DATA ends the group), then the body."""
+        rcpt_to = b"TO:<" + envelope.recipient.encode("ascii") + b">"
+        for arg in (mail_from, rcpt_to, *params):
+            if COMMAND_INJECTION_REGEX.search(arg):  # as execute_command would refuse it
+                raise ValueError("Command arg contains a prohibited control character")
+        commands = b" ".join((b"MAIL", mail_from, *params)) + b"\r\nRCPT " + rcpt_to
+        data_started = time.perf_counter()  # DATA goes out now, with the envelope
+        try:
+            protocol.write(commands + b"\r\nDATA\r\n")
+        except _LOST as exc:
+            self.close()
+            return TransactionResult(None, "mail", False, _describe(exc))
+        replies, error = await _read_replies(protocol, 3, self.relay.timeout)
+        # The first reply that is not a success decides, as with one command at a time.
+        for stage, reply, ok in zip(
+            ("mail", "rcpt", "data"), replies, ((250,), (250, 251), (354,)), strict=False
+        ):
+            if reply.code not in ok:
+                if (len(replies) == 3 and replies[2].code == 354) or error is not None:
+                    # DATA accepted after a refused envelope (or the connection broke): the
+                    # only safe way out of DATA without sending anything is to close.
+                    self.close()
+                return TransactionResult(
+                    Reply(reply.code, reply.message), stage, False, data_started=data_started
+                )
+        if error is not None:
+            self.close()
+            stage = ("mail", "rcpt", "data")[len(replies)]
+            return TransactionResult(None, stage, False, error, data_started=data_started)
+        try:
+            protocol.write(body)
+        except _LOST as exc:
+            self.close()
+            return TransactionResult(None, "data", False, _describe(exc), data_started=data_started)
+        return await self._finish(protocol, before_dot, data_started)
+
+    async def _finish(
+        self,
+        protocol: SMTPProtocol,
+        before_dot: Callable[[], Awaitable[bool]],
+        data_started: float,
+    ) -> TransactionResult:
+        """The body is written: gate on ``before_dot``, write the dot, read its reply."""
+        timeout = self.relay.timeout
         try:
             go = await before_dot()
         except BaseException:
@@ -268,6 +334,66 @@ class SmtpConnection:
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
+
+
+async def _read_replies(
+    protocol: SMTPProtocol, count: int, timeout: float | None
+) -> tuple[list[SMTPResponse], str | None]:
+    """Read the replies to ``count`` pipelined commands: the replies that arrived, and ``None``
+    or how the connection failed before all of them did.
+
+    aiosmtplib's ``read_response`` expects one command at a time: data arriving while a parsed
+    reply waits to be picked up is dropped, and replies already in its buffer are not parsed
+    until more data comes. So while the replies come in, the protocol's ``data_received`` is
+    replaced by one that parses every complete reply from the same buffer; a lost connection
+    still shows as an exception on the protocol's response waiter.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    replies: list[SMTPResponse] = []
+    lost = protocol._response_waiter
+    if lost is None or lost.done() or not protocol.is_connected:
+        return replies, "connection lost: not connected"
+    buffer = protocol._buffer
+
+    def received(data: bytes) -> None:
+        if done.done():
+            return
+        buffer.extend(data)
+        try:
+            if len(buffer) > MAX_RESPONSE_LENGTH:
+                raise SMTPResponseException(500, "Response too long")
+            while len(replies) < count:
+                reply = protocol._read_response_from_buffer()
+                if reply is None:
+                    break
+                replies.append(reply)
+        except SMTPResponseException as exc:
+            done.set_exception(exc)
+            return
+        if len(replies) == count:
+            done.set_result(None)
+
+    setattr(protocol, "data_received", received)  # noqa: B010 (an instance override)
+    try:
+        received(b"")  # replies already buffered
+        waits: set[asyncio.Future[Any]] = {done, lost}
+        finished, _ = await asyncio.wait(
+            waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if done in finished:
+            done.result()
+            return replies, None
+        if lost in finished:
+            failure = None if lost.cancelled() else lost.exception()
+            return replies, _describe(failure or SMTPServerDisconnected("Connection lost"))
+        return replies, _describe(SMTPReadTimeoutError("Timed out waiting for server response"))
+    except SMTPResponseException as exc:
+        return replies, _describe(exc)
+    finally:
+        del protocol.data_received  # the class's method again
+        if not done.done():
+            done.cancel()
 
 
 def _describe(exc: BaseException) -> str:
