@@ -37,8 +37,11 @@ async def run_naive(
     db_path: Path,
     stop: asyncio.Event,
     latencies: list[float],
+    until: float = float("inf"),
 ) -> int:
-    """Consume EVENTS until ``stop`` is set and the stream is drained; returns emails sent."""
+    """Consume EVENTS until ``stop`` is set and the stream is drained, or the monotonic
+    deadline ``until`` passes (a baseline that cannot keep up would take minutes to drain);
+    returns emails sent."""
     nc = await bus.connect(nats_url, token=token, name="naive")
     js = nc.jetstream()
     sub = await js.pull_subscribe("events.>", durable="naive", stream=bus.EVENTS_STREAM)
@@ -53,7 +56,7 @@ async def run_naive(
     await client.connect()
     sent = 0
     try:
-        while True:
+        while time.monotonic() < until:
             try:
                 msgs = await sub.fetch(1, timeout=0.5)
             except TimeoutError:
