@@ -23,7 +23,7 @@ import re
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -59,6 +59,9 @@ CREATE INDEX IF NOT EXISTS ix_messages_received ON messages (received_at);
 _COLUMNS = "id, received_at, mail_from, rcpt_tos, subject, message_id, size, path"
 # A plain ``<local@domain>`` path; anything else goes to aiosmtpd's full RFC 5321 parser.
 _SIMPLE_PATH = re.compile(r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+)>\s*(.*)", re.S)
+
+
+OnMessage = Callable[[bytes, tuple[str, ...]], Awaitable[object]]
 
 
 class InboxMessageNotFound(EngineError, LookupError):
@@ -323,6 +326,7 @@ class _Handler:
             # Transient on purpose: a full disk must defer the sender's mail, not bounce it.
             log.error("capture inbox: could not store a message: %s", exc)
             return "451 4.3.0 Error: could not store the message, try again later"
+        await self._inbox.notify(raw, tuple(envelope.rcpt_tos))
         return f"250 2.0.0 Ok: queued as {ident}"
 
 
@@ -336,7 +340,11 @@ class CaptureInbox:
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         hostname: str = "capture.inbox.local",
+        on_message: OnMessage | None = None,
     ) -> None:
+        """``on_message(raw, rcpt_tos)`` is awaited for every stored message, before the 250
+        (e.g. to apply a bounce report mailed to the bounce domain); its errors are logged."""
+        self.on_message = on_message
         self.directory = Path(directory)
         self.keep = max(1, keep)
         self.max_message_size = max_message_size
@@ -436,6 +444,16 @@ class CaptureInbox:
         self._wakeup.set()
         await done
         return ident
+
+    async def notify(self, raw: bytes, rcpt_tos: tuple[str, ...]) -> None:
+        """Run the ``on_message`` hook for one stored message; never raises."""
+        hook = self.on_message
+        if hook is None:
+            return
+        try:
+            await hook(raw, rcpt_tos)
+        except Exception:  # the message is stored: the sender still gets its 250
+            log.exception("capture inbox: the on_message hook failed")
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()

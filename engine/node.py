@@ -164,6 +164,13 @@ class Node:
         public_url = settings.http.public_url.rstrip("/")
         role = settings.engine.role
 
+        from engine.feedback.intake import FeedbackIntake
+
+        feedback = FeedbackIntake(
+            self.store, self.clock, self.telemetry, bounce_domain=settings.sending.bounce_domain
+        )
+        self.components["feedback"] = feedback
+
         if role in ("all", "http"):
             from engine.ingest.http import HttpService
             from engine.ingest.publisher import EventPublisher
@@ -179,6 +186,7 @@ class Node:
                 unsubscribe=StoreUnsubscriber(self.store, self.clock),
                 health=self.health,
                 tokens=tokens,
+                feedback=feedback,
             )
             # Bound first so unsubscribe links carry the real port; stopped first in stop().
             bound_host, bound_port = await http.start(host, port)
@@ -198,7 +206,9 @@ class Node:
         else:
             from engine.inbox import CaptureInbox
 
-            inbox = CaptureInbox(self.data_dir / "inbox", keep=settings.inbox.keep)
+            inbox = CaptureInbox(
+                self.data_dir / "inbox", keep=settings.inbox.keep, on_message=feedback.handle_mail
+            )
             ihost, iport = parse_hostport(settings.inbox.listen, "inbox.listen")
             ihost, iport = await inbox.start(ihost, iport)
             self._stack.push_async_callback(inbox.stop)

@@ -33,6 +33,7 @@ from engine.ingest.body import (
 from engine.ingest.publisher import EventPublisher
 from engine.ingest.unsubscribe_pages import UnsubscribeHandler, add_unsubscribe_routes
 from engine.ingest.validate import ROOT_FIELD, format_time, normalize_with_stamp, parse_event
+from engine.ingest.webhooks import FeedbackHandler, add_webhook_routes
 from engine.telemetry import Telemetry
 from engine.unsubscribe import UnsubscribeTokens
 
@@ -75,6 +76,7 @@ class HttpService:
         unsubscribe: UnsubscribeHandler | None = None,
         tokens: UnsubscribeTokens | None = None,
         shutdown_timeout: float = 10.0,
+        feedback: FeedbackHandler | None = None,
     ) -> None:
         """``shutdown_timeout``: how long ``stop`` waits for requests in flight."""
         self.app = build_app(
@@ -85,6 +87,7 @@ class HttpService:
             health=health,
             unsubscribe=unsubscribe,
             tokens=tokens,
+            feedback=feedback,
         )
         self._runner = web.AppRunner(
             self.app,
@@ -122,12 +125,14 @@ def build_app(
     health: Callable[[], Mapping[str, Any]],
     unsubscribe: UnsubscribeHandler | None = None,
     tokens: UnsubscribeTokens | None = None,
+    feedback: FeedbackHandler | None = None,
 ) -> web.Application:
     """The aiohttp application: tracking API, ``/metrics``, ``/healthz`` and ``/u/{token}``.
 
     ``metrics_text`` returns the Prometheus exposition (``Telemetry.prometheus``). ``health``
     returns a JSON-able mapping; ``{"ok": False, ...}`` is served with status 503.
-    The unsubscribe pages are served when both ``unsubscribe`` and ``tokens`` are given.
+    The unsubscribe pages are served when both ``unsubscribe`` and ``tokens`` are given;
+    ``POST /webhooks/{provider}`` (ESP bounces and complaints) when ``feedback`` is given.
 
     Records ``events_received_total{source="http"}``, ``events_invalid_total{source="http"}``,
     ``http_request_seconds{path}`` and ``stage_seconds{stage="ingest"}``.
@@ -135,7 +140,8 @@ def build_app(
     if (unsubscribe is None) != (tokens is None):
         raise ValueError("unsubscribe and tokens must be given together")
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-    api = _TrackingApi(publisher, WriteKeyAuth(write_key), telemetry)
+    auth = WriteKeyAuth(write_key)
+    api = _TrackingApi(publisher, auth, telemetry)
     for kind in EVENT_TYPES:
         app.router.add_post(f"/v1/{kind}", api.single_endpoint(kind))
     for letter, kind in SHORT_PATHS.items():
@@ -157,6 +163,8 @@ def build_app(
     app.router.add_get("/healthz", _timed(telemetry, "/healthz", healthz), allow_head=False)
     if unsubscribe is not None and tokens is not None:
         add_unsubscribe_routes(app, tokens=tokens, handler=unsubscribe, telemetry=telemetry)
+    if feedback is not None:
+        add_webhook_routes(app, auth=auth, feedback=feedback, telemetry=telemetry)
     return app
 
 
