@@ -32,6 +32,7 @@ class EngineSettings:
     role: str = "all"  # all | decide | deliver | http
     data_dir: str = ""  # empty: the platform's user data directory
     durability: str = "process"  # process | power
+    activity_days: float = 90.0  # recent activity kept for triggers, waits and windows
 
 
 @dataclass

@@ -280,6 +280,17 @@ class Node:
         self.components["control"] = control
 
         self._tasks.append(asyncio.create_task(self._publish_metrics(), name="metrics"))
+        if role in ("all", "decide"):
+            from engine.retention import run_retention
+
+            retention = run_retention(
+                self.store,
+                self.clock,
+                self.telemetry,
+                stream_max_age_days=settings.nats.max_age_days,
+                activity_days=settings.engine.activity_days,
+            )
+            self._tasks.append(asyncio.create_task(retention, name="retention"))
         if self.nats_server is not None:
             Connection(
                 nats_url=self.nats_url,

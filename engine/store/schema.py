@@ -69,7 +69,7 @@ processed_events = Table(
     metadata,
     Column("message_id", String(255), primary_key=True),
     Column("stream_seq", BigInteger),
-    Column("processed_at", Float, nullable=False),
+    Column("processed_at", Float, nullable=False, index=True),  # retention deletes by age
 )
 
 workflows = Table(
