@@ -132,6 +132,7 @@ class Node:
 
         # NATS: embedded unless a URL was given.
         if not settings.nats.url:
+            log.info("starting the embedded NATS server (JetStream in %s)", self.data_dir / "nats")
             server = NatsServer(
                 store_dir=self.data_dir / "nats",
                 token=read_secret_file(self.data_dir / "nats-token"),
@@ -151,6 +152,7 @@ class Node:
         )
 
         # Store, then the starter workflows and templates on a fresh database.
+        log.info("opening the database and applying migrations")
         self.store = await asyncio.to_thread(
             open_store, settings.database_url(), durability=settings.engine.durability
         )
