@@ -21,13 +21,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
+import numpy as np
 import orjson
 import pytest
 import qasync
 from PySide6.QtCore import QEventLoop, QTimer
+from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 
+from console import pages
+from console.client import EngineClient
+from console.main_window import MainWindow
 from console.stack import StackConnection, engine_command
+from tests.screens import screenshot_dir
 from widgets import theme
 
 T = TypeVar("T")
@@ -225,3 +231,61 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConnection
         for pid in processes_mentioning(str(data_dir)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+# -- the console window on a real engine, and screenshots (shared by the page tests) ----------
+
+SCREENSHOTS = screenshot_dir("console")
+
+
+def save_screenshot(widget: object, name: str) -> Path:
+    """Grab ``widget`` into docs/screenshots/console/NAME.png and check it is not blank."""
+    from PySide6.QtWidgets import QWidget
+
+    assert isinstance(widget, QWidget)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    pixmap = widget.grab()
+    assert pixmap.save(str(path)), f"could not write {path}"
+    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB32)
+    data = np.frombuffer(image.constBits(), dtype=np.uint32, count=image.width() * image.height())
+    assert np.unique(data).size > 60, f"{name} looks blank"
+    return path
+
+
+async def open_console(client: EngineClient, engine: StackConnection) -> MainWindow:
+    """Connect ``client`` to the engine and show the window on the Live page.
+
+    Not qtbot.addWidget: pytest-qt would delete the window before the fixture's teardown
+    stops its timers and drains NATS (``close_console``).
+    """
+    await client.connect_to(engine.nats_url, engine.nats_token)
+    window = MainWindow(client, target="Local stack", target_detail=engine.nats_url)
+    window.resize(1600, 1000)
+    window.show()
+    await wait_until(window.isVisible)
+    return window
+
+
+async def close_console(window: MainWindow, settle: float = 0.0) -> None:
+    """Stop timers, drain NATS, close; ``settle`` lets a page's browser process end."""
+    window.stop_timers()
+    await window.client.stop_intake()
+    await window.client.close()
+    window.close()
+    window.deleteLater()
+    await asyncio.sleep(settle)
+
+
+@pytest.fixture
+def console(qloop: asyncio.AbstractEventLoop, engine: StackConnection) -> Iterator[MainWindow]:
+    """The console window connected to the module's real engine, Live page showing.
+
+    Everything touching Qt or NATS runs inside ``run(qloop, ...)`` (see conftest).
+    """
+    pages.register_builtin_pages()
+    window = run(qloop, open_console(EngineClient(), engine))
+    try:
+        yield window
+    finally:
+        run(qloop, close_console(window))

@@ -4,67 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import Iterator
-from pathlib import Path
 
-import numpy as np
-import pytest
-from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QWidget
-from pytestqt.qtbot import QtBot
-
-from console import pages
-from console.client import EngineClient
 from console.main_window import MainWindow
 from console.pages.audit import AuditPage
-from console.stack import StackConnection
-from tests.console.conftest import run, wait_until
-from tests.screens import screenshot_dir
-
-SCREENSHOTS = screenshot_dir("console")
-
-
-@pytest.fixture
-def console(
-    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, engine: StackConnection
-) -> Iterator[MainWindow]:
-    """The console window on the module's real engine (see tests/console/test_live.py)."""
-    pages.register_builtin_pages()
-    client = EngineClient()
-
-    async def start() -> MainWindow:
-        await client.connect_to(engine.nats_url, engine.nats_token)
-        window = MainWindow(client, target="Local stack", target_detail=engine.nats_url)
-        window.resize(1600, 1000)
-        window.show()
-        qtbot.waitExposed(window)
-        return window
-
-    window = run(qloop, start())
-    try:
-        yield window
-    finally:
-
-        async def stop() -> None:
-            window.stop_timers()
-            await client.stop_intake()
-            await client.close()
-            window.close()
-            window.deleteLater()
-            await asyncio.sleep(0)
-
-        run(qloop, stop())
-
-
-def save_screenshot(widget: QWidget, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    pixmap = widget.grab()
-    assert pixmap.save(str(path)), f"could not write {path}"
-    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB32)
-    data = np.frombuffer(image.constBits(), dtype=np.uint32, count=image.width() * image.height())
-    assert np.unique(data).size > 60, f"{name} looks blank"
-    return path
+from tests.console.conftest import run, save_screenshot, wait_until
 
 
 def audit_page(window: MainWindow) -> AuditPage:

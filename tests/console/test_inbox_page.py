@@ -7,16 +7,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import nats
-import numpy as np
 import orjson
 import pytest
 from PySide6.QtCore import QEventLoop, Qt, QTimer, QUrl
-from PySide6.QtGui import QImage
-from PySide6.QtWidgets import QApplication, QTextBrowser, QWidget
+from PySide6.QtWidgets import QApplication, QTextBrowser
 from pytestqt.qtbot import QtBot
 
 from console import pages
@@ -26,8 +23,7 @@ from console.pages import inbox
 from console.pages.inbox import HtmlView, InboxPage, ParsedMessage, guarded_html
 from console.stack import StackConnection
 from engine.ingest.validate import format_time
-from tests.console.conftest import run, wait_until
-from tests.screens import screenshot_dir
+from tests.console.conftest import close_console, open_console, run, save_screenshot, wait_until
 
 # QtWebEngine as root without a GPU (the Makefile sets the same for `make test`).
 os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox --disable-gpu")
@@ -42,8 +38,6 @@ pytestmark = pytest.mark.qt_log_ignore(
     r"^Unable to detect GPU vendor",
     r"^This plugin does not support propagateSizeHints",
 )
-
-SCREENSHOTS = screenshot_dir("console")
 
 
 def spin(ms: int) -> None:
@@ -80,45 +74,15 @@ def webengine(qapp: QApplication) -> Iterator[None]:
 
 @pytest.fixture
 def console(
-    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, engine: StackConnection, webengine: None
+    qloop: asyncio.AbstractEventLoop, engine: StackConnection, webengine: None
 ) -> Iterator[MainWindow]:
-    """The console window on the module's real engine (see tests/console/test_live.py)."""
+    """The console window on the module's real engine, with QtWebEngine started."""
     pages.register_builtin_pages()
-    client = EngineClient()
-
-    async def start() -> MainWindow:
-        await client.connect_to(engine.nats_url, engine.nats_token)
-        window = MainWindow(client, target="Local stack", target_detail=engine.nats_url)
-        window.resize(1600, 1000)
-        window.show()
-        qtbot.waitExposed(window)
-        return window
-
-    window = run(qloop, start())
+    window = run(qloop, open_console(EngineClient(), engine))
     try:
         yield window
     finally:
-
-        async def stop() -> None:
-            window.stop_timers()
-            await client.stop_intake()
-            await client.close()
-            window.close()
-            window.deleteLater()
-            await asyncio.sleep(0.3)  # the page's renderer process ends with it
-
-        run(qloop, stop())
-
-
-def save_screenshot(widget: QWidget, name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    pixmap = widget.grab()
-    assert pixmap.save(str(path)), f"could not write {path}"
-    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB32)
-    data = np.frombuffer(image.constBits(), dtype=np.uint32, count=image.width() * image.height())
-    assert np.unique(data).size > 60, f"{name} looks blank"
-    return path
+        run(qloop, close_console(window, settle=0.3))  # the page's renderer process ends
 
 
 async def publish_order(engine: StackConnection, email: str) -> None:

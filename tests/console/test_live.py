@@ -5,13 +5,8 @@ from __future__ import annotations
 import asyncio
 import getpass
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
-import numpy as np
-import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
@@ -21,64 +16,10 @@ from console.main_window import MainWindow
 from console.metrics_model import ALL, Metric
 from console.pages.live import CHARTS, LivePage
 from console.stack import StackConnection
-from tests.console.conftest import run, wait_until
-from tests.screens import screenshot_dir
+from tests.console.conftest import close_console, open_console, run, save_screenshot, wait_until
 from widgets import theme
 
-SCREENSHOTS = screenshot_dir("console")
 TRAFFIC_SECONDS = 10.0
-
-
-def save_screenshot(widget: object, name: str) -> Path:
-    """Grab ``widget`` into docs/screenshots/console/NAME.png and check it is not blank."""
-    from PySide6.QtWidgets import QWidget
-
-    assert isinstance(widget, QWidget)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    pixmap = widget.grab()
-    assert pixmap.save(str(path)), f"could not write {path}"
-    image = pixmap.toImage().convertToFormat(QImage.Format.Format_RGB32)
-    data = np.frombuffer(image.constBits(), dtype=np.uint32, count=image.width() * image.height())
-    assert np.unique(data).size > 60, f"{name} looks blank"
-    return path
-
-
-async def open_console(client: EngineClient, engine: StackConnection) -> MainWindow:
-    """Connect ``client`` to the engine and show the window on the Live page.
-
-    Not qtbot.addWidget: pytest-qt would delete the window before the fixture's teardown
-    stops its timers and drains NATS (``close_console``).
-    """
-    await client.connect_to(engine.nats_url, engine.nats_token)
-    window = MainWindow(client, target="Local stack", target_detail=engine.nats_url)
-    window.resize(1600, 1000)
-    window.show()
-    await wait_until(window.isVisible)
-    return window
-
-
-async def close_console(window: MainWindow) -> None:
-    window.stop_timers()
-    await window.client.stop_intake()
-    await window.client.close()
-    window.close()
-    window.deleteLater()
-    await asyncio.sleep(0)
-
-
-@pytest.fixture
-def console(qloop: asyncio.AbstractEventLoop, engine: StackConnection) -> Iterator[MainWindow]:
-    """The console window connected to the module's real engine, Live page showing.
-
-    Everything touching Qt or NATS runs inside ``run(qloop, ...)`` (see conftest).
-    """
-    pages.register_builtin_pages()
-    window = run(qloop, open_console(EngineClient(), engine))
-    try:
-        yield window
-    finally:
-        run(qloop, close_console(window))
 
 
 def live_page(window: MainWindow) -> LivePage:
