@@ -266,25 +266,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyringUnavailable as exc:
             print(f"campaign-console: {exc}", file=sys.stderr)
             return 2
-    if not has_display():
-        return run_headless(options)
+    problem = display_problem()
+    if problem:
+        return run_headless(options, problem)
     app = make_app(sys.argv[:1])
     return run_app(app, options, token)
 
 
-def has_display() -> bool:
-    """Whether Qt can open a window here (a platform was chosen, or X11/Wayland is reachable)."""
+def display_problem() -> str:
+    """Why Qt could not open a window here, in words; empty when it can.
+
+    Checked before Qt starts, because Qt aborts the process when no platform plugin loads.
+    """
     if os.environ.get("QT_QPA_PLATFORM") or not sys.platform.startswith("linux"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        return ""
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return ""
+    if not os.environ.get("DISPLAY"):
+        return "no display found (DISPLAY/WAYLAND_DISPLAY unset)"
+    return _xcb_problem()
 
 
-def run_headless(options: Options) -> int:
-    """No screen (a server, CI, SSH): say so and run the local engine with demo traffic
-    instead, so ``make run`` still gives a working system to look at over HTTP and the CLI."""
+def _xcb_problem() -> str:
+    """Load Qt's X11 platform library as Qt would: a missing system library (libxcb-cursor0,
+    libxcb-icccm4, ...) is named here instead of Qt aborting the process."""
+    import ctypes
+
+    import PySide6
+
+    qpa = Path(PySide6.__file__).parent / "Qt" / "lib" / "libQt6XcbQpa.so.6"
+    if not qpa.exists():
+        return ""
+    try:
+        ctypes.CDLL(str(qpa))
+    except OSError as exc:
+        missing = str(exc).split(":", 1)[0]
+        return (
+            f"Qt's X11 plugin cannot load ({missing} is missing: install the system's xcb "
+            "libraries, e.g. 'sudo apt install libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1')"
+        )
+    import ctypes.util
+
+    if ctypes.util.find_library("xcb-cursor") is None:  # loaded by Qt at run time (Qt >= 6.5)
+        return "Qt's X11 plugin needs libxcb-cursor0 (e.g. 'sudo apt install libxcb-cursor0')"
+    return ""
+
+
+def run_headless(options: Options, problem: str) -> int:
+    """No usable screen (a server, CI, SSH): say why and run the local engine with demo
+    traffic instead, so ``make run`` still gives a working system to use over HTTP and the CLI."""
     print(
-        "campaign-console: no display found (DISPLAY/WAYLAND_DISPLAY unset); starting the local "
-        "engine with demo traffic instead. Set QT_QPA_PLATFORM to force a Qt platform.",
+        f"campaign-console: {problem}; starting the local engine with demo traffic instead. "
+        "Set QT_QPA_PLATFORM to force a Qt platform.",
         file=sys.stderr,
         flush=True,
     )

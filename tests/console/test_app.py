@@ -342,3 +342,15 @@ def test_pause_all_sending_asks_first_then_pauses(
             window.deleteLater()
 
     run(qloop, scenario())
+
+
+def test_no_usable_display_is_named_before_qt_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Qt aborts the process when no platform plugin loads; the console checks first."""
+    from console.app import display_problem
+
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    assert display_problem() == "no display found (DISPLAY/WAYLAND_DISPLAY unset)"
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    assert display_problem() == ""
