@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.natsserver import NatsServer
+from engine.store import Store, open_store
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -77,6 +78,26 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'engine.sqlite3'}"
     url: str = request.getfixturevalue("pg_url")
     return url
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated SQLite store in the test's directory."""
+    store = open_store(f"sqlite:///{tmp_path / 'engine.sqlite3'}")
+    try:
+        yield store
+    finally:
+        store.dispose()
+
+
+@pytest.fixture
+def any_store(store_url: str) -> Iterator[Store]:
+    """The store on SQLite and on PostgreSQL (see ``store_url``)."""
+    store = open_store(store_url)
+    try:
+        yield store
+    finally:
+        store.dispose()
 
 
 @pytest.fixture(autouse=True)

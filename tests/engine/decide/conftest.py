@@ -4,8 +4,7 @@ stream, and ``make_stack`` to run a decide worker plus timer service over them."
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from decide_support import DecideStack, starters
@@ -14,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 from engine.bus import connect, ensure_streams
 from engine.clock import ManualClock
 from engine.decide import WorkflowRegistry
-from engine.store import Store, open_store
+from engine.store import Store
 
 MakeStack = Callable[..., Awaitable[DecideStack]]
 
@@ -22,24 +21,6 @@ MakeStack = Callable[..., Awaitable[DecideStack]]
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path / 'engine.sqlite3'}")
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
-@pytest.fixture
-def any_store(store_url: str) -> Iterator[Store]:
-    store = open_store(store_url)
-    try:
-        yield store
-    finally:
-        store.dispose()
 
 
 @pytest.fixture

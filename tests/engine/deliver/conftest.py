@@ -7,13 +7,10 @@ PostgreSQL (for claims and recovery, where the dialects differ).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from deliver_support import ScriptedSmtp
-
-from engine.store import Store, open_store
 
 
 @pytest.fixture
@@ -24,21 +21,3 @@ async def smtp_server() -> AsyncIterator[ScriptedSmtp]:
         yield server
     finally:
         await server.stop()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path / 'engine.sqlite3'}")
-    try:
-        yield store
-    finally:
-        store.dispose()
-
-
-@pytest.fixture
-def any_store(store_url: str) -> Iterator[Store]:
-    store = open_store(store_url)
-    try:
-        yield store
-    finally:
-        store.dispose()
