@@ -105,6 +105,7 @@ class DecideWorker:
         self._next_fetch: asyncio.Task[list[Msg]] | None = None
         self._stopping = False
         self._handling = False
+        self._prefetch = False
 
     async def start(self) -> None:
         """Bind to the durable consumer and start pulling."""
@@ -118,6 +119,7 @@ class DecideWorker:
                 f"cannot bind to consumer {DECIDE_CONSUMER} of {EVENTS_STREAM}: {exc}"
             ) from exc
         self._stopping = False
+        self._prefetch = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decide-{self.node}")
         self._task = asyncio.create_task(self._run(), name=f"decide-{self.node}")
         self._lag_task = asyncio.create_task(self._sample_lag(), name=f"decide-lag-{self.node}")
@@ -125,8 +127,8 @@ class DecideWorker:
     async def stop(self) -> None:
         """Finish the batch in hand (commit, ack), then stop pulling and release the thread."""
         self._stopping = True
-        if not self._handling and self._next_fetch is not None:
-            self._next_fetch.cancel()  # idle: nothing in hand
+        if not self._handling and self._next_fetch is not None and not self._prefetch:
+            self._next_fetch.cancel()  # idle poll: nothing in hand
         try:
             if self._task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -159,20 +161,26 @@ class DecideWorker:
             task = self._next_fetch or self._start_fetch()
             msgs = await self._take(task)
             if len(msgs) >= self.batch_size and not self._stopping:
-                self._start_fetch()
+                self._start_fetch(prefetch=True)
             if msgs:
                 await self._handle(msgs)
-        # Stopping. A fetch that already holds messages is the batch in hand: finish it too.
-        # (One cancelled mid-delivery leaves its messages to be redelivered after ack_wait.)
+        # Stopping. The fetch overlapped with the last batch is part of the batch in hand: the
+        # server may already have delivered its messages (they count as ack-pending), so it is
+        # awaited to its end (at most fetch_timeout), never cancelled, and its messages decided.
+        # Cancelling it would strand them until ack_wait redelivers them.
         if self._next_fetch is not None:
             task = self._next_fetch
+            if not task.done():
+                await asyncio.wait({task}, timeout=self.fetch_timeout + 1.0)
             if not task.done():
                 task.cancel()
             msgs = await self._take(task)
             if msgs:
                 await self._handle(msgs)
 
-    def _start_fetch(self) -> asyncio.Task[list[Msg]]:
+    def _start_fetch(self, *, prefetch: bool = False) -> asyncio.Task[list[Msg]]:
+        """A prefetch follows a full batch: a backlog is expected, so ``stop`` lets it finish."""
+        self._prefetch = prefetch
         self._next_fetch = asyncio.create_task(self._fetch())
         return self._next_fetch
 
