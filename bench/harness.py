@@ -71,26 +71,63 @@ def smtp_source_path() -> str | None:
 
 @dataclass
 class ProcessSample:
-    """CPU seconds and peak RSS of a process (Linux /proc)."""
+    """CPU seconds and peak RSS of a process and the engine processes it started (Linux /proc).
+
+    ``children=True`` adds the process's Python children (the local node's deliver processes),
+    not its nats-server, so the figures are the engine's own.
+    """
 
     pid: int
+    children: bool = True
     cpu_start: float = 0.0
     wall_start: float = 0.0
     samples: list[float] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+
+    def _pids(self) -> list[int]:
+        if not self.children:
+            return [self.pid]
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children", encoding="ascii") as handle:
+                kids = [int(p) for p in handle.read().split()]
+        except OSError:
+            kids = []
+        engine_kids = []
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/cmdline", "rb") as handle:
+                    if handle.read().split(b"\0")[1:3] == [b"-m", b"engine"]:
+                        engine_kids.append(kid)
+            except OSError:
+                continue
+        return [self.pid, *engine_kids]
 
     def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.pid}/stat", encoding="ascii") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        total = 0.0
+        for pid in self.pids or [self.pid]:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return total
 
     def rss_bytes(self) -> int:
-        with open(f"/proc/{self.pid}/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+        total = 0
+        for pid in self.pids or [self.pid]:
+            try:
+                with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+                    for line in handle:
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except OSError:
+                continue
+        return total
 
     def start(self) -> None:
+        self.pids = self._pids()
         self.cpu_start = self.cpu_seconds()
         self.wall_start = time.monotonic()
 
@@ -98,6 +135,7 @@ class ProcessSample:
         self.samples.append(self.rss_bytes())
 
     def cpu_ratio(self) -> float:
+        """CPU time over wall time, summed over the processes (2.0 = two cores busy)."""
         wall = time.monotonic() - self.wall_start
         return (self.cpu_seconds() - self.cpu_start) / wall if wall > 0 else 0.0
 

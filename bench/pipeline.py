@@ -194,7 +194,11 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
         "--node",
         "bench",
     ]
-    env = {**os.environ, "CAMPAIGN_WORKFLOWS_ABANDONED_CART_DELAY": "30m"}
+    env = {
+        **os.environ,
+        "CAMPAIGN_WORKFLOWS_ABANDONED_CART_DELAY": "30m",
+        "CAMPAIGN_ENGINE_DELIVER_PROCESSES": str(args.deliver_processes),
+    }
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not on a hot path
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
     )
@@ -240,7 +244,8 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
         measured = len(latencies)
         window = max(last - since, 1e-9)
         return Result(
-            label=f"engine ({args.durability})",
+            label=f"engine ({args.durability}"
+            + (f", +{args.deliver_processes} deliver)" if args.deliver_processes else ")"),
             published=published,
             sent=measured,
             emails_per_s=measured / window,
@@ -356,6 +361,13 @@ def main() -> None:
     parser.add_argument("--scenario", choices=["mix", "orders"], default="mix")
     parser.add_argument(
         "--durability", dest="durabilities", action="append", choices=["process", "power"]
+    )
+    parser.add_argument(
+        "--deliver-processes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run deliver in N separate processes (engine.deliver_processes)",
     )
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-reference", action="store_true")

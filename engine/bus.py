@@ -12,7 +12,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -51,7 +50,11 @@ async def connect(
 ) -> NatsClient:
     """Connect with reconnects forever; a first connection failure is a ``BusError``."""
 
+    client = NatsClient()
+
     async def _disconnected() -> None:
+        if client.is_closed or client.is_draining:
+            return  # our own drain/close, not trouble
         log.warning("NATS disconnected; reconnecting")
         if on_state:
             await on_state("disconnected")
@@ -80,9 +83,10 @@ async def connect(
     if token:
         options["token"] = token
     try:
-        return await nats.connect(**options)
+        await client.connect(**options)
     except Exception as exc:  # nats raises several unrelated types here
         raise BusError(f"cannot connect to NATS at {url}: {exc}") from exc
+    return client
 
 
 async def ensure_streams(

@@ -15,7 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.config import Settings, load_settings
+import orjson
+
+from engine.config import Settings, load_settings, settings_from_data
 from engine.errors import EngineError
 
 log = logging.getLogger("engine")
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--node", metavar="NAME", help="this node's name (default 'local')")
     run.add_argument("--role", choices=["all", "decide", "deliver", "http"])
     run.add_argument("--durability", choices=["process", "power"])
+    # Internal: a deliver process started by its node reads the node's settings as JSON here.
+    run.add_argument("--settings-stdin", action="store_true", help=argparse.SUPPRESS)
     run.add_argument(
         "--demo-rate",
         type=float,
@@ -119,6 +123,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         "ingest": {"write_key": getattr(args, "write_key", None)},
     }
     cleaned = {s: {k: v for k, v in vals.items() if v} for s, vals in overrides.items()}
+    if getattr(args, "settings_stdin", False):
+        return settings_from_data(orjson.loads(sys.stdin.buffer.read()), "parent node")
     return load_settings(args.config, overrides=cleaned)
 
 

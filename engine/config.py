@@ -33,6 +33,8 @@ class EngineSettings:
     data_dir: str = ""  # empty: the platform's user data directory
     durability: str = "process"  # process | power
     activity_days: float = 90.0  # recent activity kept for triggers, waits and windows
+    # Separate deliver processes this node starts (role "all" only); 0: deliver in-process.
+    deliver_processes: int = 0
 
 
 @dataclass
@@ -229,7 +231,19 @@ def load_settings(
     return settings
 
 
+def settings_from_data(data: dict[str, Any], source: str) -> Settings:
+    """Settings from a plain mapping shaped like ``Settings.to_dict(redact=False)``."""
+    settings = Settings()
+    _apply(settings, data, source)
+    validate(settings)
+    return settings
+
+
 def validate(settings: Settings) -> None:
+    if not 0 <= settings.engine.deliver_processes <= 16:
+        raise ConfigError(
+            f"engine.deliver_processes: expected 0 to 16, got {settings.engine.deliver_processes}"
+        )
     if settings.engine.role not in {"all", "decide", "deliver", "http"}:
         raise ConfigError(
             f"engine.role: expected all, decide, deliver or http, got {settings.engine.role!r}"

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,7 +226,24 @@ class Node:
             )
 
         delivery = None
-        if role in ("all", "deliver"):
+        spawn = settings.engine.deliver_processes if role == "all" else 0
+        if spawn:
+            from engine.deliver.processes import DeliverProcesses
+
+            relay_url = settings.smtp.url or f"smtp://{relay.host}:{relay.port}"
+            children = DeliverProcesses(
+                settings,
+                nats_url=self.nats_url,
+                nats_token=self.nats_token,
+                relay_url=relay_url,
+                count=spawn,
+            )
+            log.info("starting %d deliver processes", spawn)
+            children.start()
+            # Stopped before the inbox (pushed earlier), so their last sends still land.
+            self._stack.push_async_callback(children.stop)
+            self.components["deliver_processes"] = children
+        elif role in ("all", "deliver"):
             delivery = DeliveryService(
                 store=self.store,
                 renderer=library.renderer,
@@ -240,10 +258,18 @@ class Node:
             await delivery.start()
             self._stack.push_async_callback(delivery.stop)
             self.components["delivery"] = delivery
+            if role == "deliver":  # decide runs elsewhere and announces new intents
+                from engine.deliver.wakeup import listen_for_ready
 
-        def on_intents(ids: Any) -> None:
-            if delivery is not None:
-                delivery.notify(ids)
+                ready = await listen_for_ready(self.nc, delivery.notify)
+                self._stack.push_async_callback(ready.unsubscribe)
+
+        if delivery is not None:
+            on_intents: Callable[[Sequence[str]], None] = delivery.notify
+        else:
+            from engine.deliver.wakeup import ReadyAnnouncer
+
+            on_intents = ReadyAnnouncer(self.nc)
 
         if role in ("all", "decide"):
             from engine.decide import DecideWorker, TimerService

@@ -1,0 +1,94 @@
+"""Deliver processes of the local node: the same engine, started with ``--role deliver``.
+
+One Python process renders, builds and sends on one core. ``engine.deliver_processes = N`` makes
+the local node start N child processes that claim and send intents from the same store, woken by
+``intents.ready`` (see :mod:`engine.deliver.wakeup`), so decide and deliver run on different
+cores. Each child gets the parent's settings on stdin (never on the command line, where other
+users could read the NATS token), dies with its parent (PR_SET_PDEATHSIG) and is stopped with
+SIGINT — finishing its in-flight sends — when the parent stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from engine.config import Settings
+from engine.natsserver import die_with_parent
+
+log = logging.getLogger(__name__)
+
+
+def child_settings(
+    settings: Settings, *, index: int, nats_url: str, nats_token: str, relay_url: str
+) -> dict[str, Any]:
+    """The settings of deliver process ``index``: the parent's, pointed at its services."""
+    data = settings.to_dict(redact=False)
+    data["engine"].update(
+        role="deliver", node=f"{settings.engine.node}-deliver{index}", deliver_processes=0
+    )
+    data["nats"].update(url=nats_url, token=nats_token)
+    data["database"]["url"] = settings.database_url()
+    data["smtp"]["url"] = relay_url
+    return data
+
+
+@dataclass
+class DeliverProcesses:
+    """Start, watch and stop the local node's deliver processes."""
+
+    settings: Settings
+    nats_url: str
+    nats_token: str
+    relay_url: str
+    count: int
+    stop_timeout: float = 40.0
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> None:
+        for index in range(1, self.count + 1):
+            data = child_settings(
+                self.settings,
+                index=index,
+                nats_url=self.nats_url,
+                nats_token=self.nats_token,
+                relay_url=self.relay_url,
+            )
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "engine", "run", "--settings-stdin"],
+                stdin=subprocess.PIPE,
+                preexec_fn=die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            assert proc.stdin is not None
+            proc.stdin.write(orjson.dumps(data))
+            proc.stdin.close()
+            self.procs.append(proc)
+            log.info("started deliver process %s (pid %d)", data["engine"]["node"], proc.pid)
+
+    def alive(self) -> int:
+        return sum(1 for proc in self.procs if proc.poll() is None)
+
+    async def stop(self) -> None:
+        """SIGINT each child (it finishes its in-flight sends), then wait; kill stragglers."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_timeout
+        for proc in self.procs:
+            try:
+                await asyncio.to_thread(proc.wait, max(0.0, deadline - loop.time()))
+            except subprocess.TimeoutExpired:
+                log.warning("deliver process %d did not stop in time; killing it", proc.pid)
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        self.procs.clear()
