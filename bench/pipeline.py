@@ -205,12 +205,16 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
     try:
         conn_file = data / "engine.json"
         deadline = time.monotonic() + 60
-        while not conn_file.exists():
+        conn: dict[str, Any] = {}
+        while not conn:
             if proc.poll() is not None or time.monotonic() > deadline:
                 out = proc.stdout.read().decode() if proc.stdout else ""
                 raise SystemExit(f"engine did not start:\n{out}")
             await asyncio.sleep(0.1)
-        conn = orjson.loads(conn_file.read_bytes())
+            try:  # written once the node is up; may be caught half-written
+                conn = orjson.loads(conn_file.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                conn = {}
         nc = await bus.connect(conn["nats_url"], token=conn["nats_token"], name="bench")
         js = nc.jetstream()
         sampler = ProcessSample(proc.pid)
