@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from engine.clock import Clock
 from engine.deliver.limits import ErrorWatch, Limiter, RouteLimits
 from engine.deliver.model import Job
-from engine.deliver.policy import DeliveryTuning
+from engine.deliver.policy import DeliveryTuning, too_many_recipients
 from engine.deliver.relay import RelayConfig
 from engine.deliver.smtp import Envelope, SmtpConnection, TransactionResult, Transport
 from engine.errors import DeliveryError, RelayUnavailable
@@ -101,6 +101,8 @@ def is_route_error(result: TransactionResult) -> bool:
     reply = result.reply
     if result.delivered:
         return False
+    if reply is not None and too_many_recipients(reply):
+        return True
     return not (reply is not None and reply.permanent and reply.enhanced.startswith("5.1."))
 
 
@@ -473,7 +475,8 @@ class Route:
             return
         self._hooks.finished(self, job, result)
         if not result.aborted:
-            if reply is not None and self._limiter.record(domain, deferred=reply.transient):
+            deferred = reply is not None and (reply.transient or too_many_recipients(reply))
+            if reply is not None and self._limiter.record(domain, deferred=deferred):
                 factor = self._limiter.throttle_factor(domain)
                 log.warning(
                     "route %s: deferrals from %s spiked; its rate is cut to %.0f%%",

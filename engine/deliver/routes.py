@@ -7,16 +7,16 @@ reads the OS keyring, see ``credentials``).
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 from urllib.parse import urlsplit
 
 from engine.config import ROUTE_RELAY_KEYS, RouteSettings, Settings
+from engine.decide.workflow import SendStep, Workflow
 from engine.deliver.limits import DomainRule, Rate, RouteLimits
 from engine.deliver.policy import DeliveryTuning
-from engine.deliver.relay import RelayConfig, TlsMode
+from engine.deliver.relay import RelayConfig, TlsMode, is_loopback
 from engine.errors import ConfigError
 
 DEFAULT_ROUTE = "default"
@@ -32,15 +32,6 @@ class RouteSpec:
 
     relay: RelayConfig
     limits: RouteLimits = field(default_factory=RouteLimits)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def keyring_service(name: str, route: RouteSettings) -> str:
@@ -207,3 +198,15 @@ def describe(name: str, spec: RouteSpec) -> dict[str, object]:
 def known_routes(settings: Settings) -> Mapping[str, RouteSettings]:
     """Every route name a workflow may use (the default one included)."""
     return {DEFAULT_ROUTE: settings.routes.get(DEFAULT_ROUTE, RouteSettings()), **settings.routes}
+
+
+def unknown_routes(workflows: Iterable[Workflow], known: Collection[str]) -> list[str]:
+    """A sentence for every send step that names a route not in ``known``."""
+    names = ", ".join(sorted(known))
+    return [
+        f"{wf.source}: workflow {wf.id!r} step {step.id!r}: route {step.route!r} is not "
+        f"configured (routes: {names}; add [routes.{step.route}] to the settings)"
+        for wf in workflows
+        for step in wf.steps
+        if isinstance(step, SendStep) and step.route not in known
+    ]
