@@ -261,7 +261,7 @@ class RateGate:
 
 
 class _Domain:
-    __slots__ = ("active", "base", "factor", "gate", "last_change", "samples")
+    __slots__ = ("active", "base", "deferrals", "factor", "gate", "last_change", "samples")
 
     def __init__(self, rate: Rate, now: float) -> None:
         self.active = 0
@@ -270,6 +270,7 @@ class _Domain:
         self.gate = RateGate(rate, now)
         self.last_change = now
         self.samples: deque[tuple[float, bool]] = deque()  # (time, deferred)
+        self.deferrals = 0  # deferred ones among samples (kept, not counted per reply)
 
 
 class Limiter:
@@ -347,10 +348,11 @@ class Limiter:
         state = self._state(domain, now)
         samples = state.samples
         samples.append((now, deferred))
+        state.deferrals += deferred
         edge = now - rule.window
         while samples and samples[0][0] <= edge:
-            samples.popleft()
-        deferrals = sum(1 for _, d in samples if d)
+            state.deferrals -= samples.popleft()[1]
+        deferrals = state.deferrals
         if deferrals < rule.min_deferrals or deferrals < rule.ratio * len(samples):
             return False
         if state.factor >= 1.0 and not self.limits.for_domain(domain)[1].per_second:
@@ -359,6 +361,7 @@ class Limiter:
         state.factor = max(rule.floor, state.factor * rule.decrease)
         state.last_change = now
         samples.clear()
+        state.deferrals = 0
         self._apply(domain, state, now)
         return True
 
