@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     show = cfg_sub.add_parser("show", help="print the effective settings as TOML")
     _common(show)
 
+    routes = sub.add_parser("routes", help="named SMTP routes: list them, store passwords")
+    routes_sub = routes.add_subparsers(dest="routes_command", required=True, metavar="ACTION")
+    rlist = routes_sub.add_parser("list", help="show every route (never a password)")
+    _common(rlist)
+    rpass = routes_sub.add_parser(
+        "set-password",
+        help="store a route's password in the OS keyring (asked for, or read from stdin)",
+    )
+    _common(rpass)
+    rpass.add_argument("name", metavar="NAME")
+
     inbox = sub.add_parser("inbox", help="the local capture inbox")
     inbox_sub = inbox.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
     lst = inbox_sub.add_parser("list", help="list received messages, newest first")
@@ -182,6 +193,10 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return commands.export_dir(settings, Path(args.directory))
     if args.command == "config":
         return commands.config_show(settings)
+    if args.command == "routes":
+        if args.routes_command == "list":
+            return commands.routes_list(settings)
+        return commands.routes_set_password(settings, args.name)
     if args.command == "inbox":
         if args.inbox_command == "list":
             return commands.inbox_list(settings, limit=args.limit, search=args.search)

@@ -80,6 +80,87 @@ def _safe_url(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 
+# ---------------------------------------------------------------- routes
+
+
+def routes_list(settings: Settings) -> int:
+    """Every route: where it sends, TLS, login and limits; never a password."""
+    from engine.deliver.credentials import has_password
+    from engine.deliver.routes import (
+        DEFAULT_ROUTE,
+        keyring_service,
+        known_routes,
+        limits_for,
+        relay_for,
+    )
+
+    print(f"{'ROUTE':16}  {'RELAY':32}  {'TLS':8}  {'LOGIN':24}  LIMITS")
+    for name, route in known_routes(settings).items():
+        if name == DEFAULT_ROUTE:
+            relay = settings.smtp.url.split("@")[-1] or "the local capture inbox"
+            tls, login = "-", ""
+        else:
+            config = relay_for(name, route)
+            relay = config.address
+            tls = config.tls + ("" if config.validate_certs else " (no verify)")
+            login = ""
+            if route.username:
+                stored = has_password(keyring_service(name, route), route.username)
+                login = f"{route.username} ({'password set' if stored else 'NO PASSWORD'})"
+        print(
+            f"{name:16}  {relay:32}  {tls:8}  {login:24}  {_limits_text(limits_for(name, route))}"
+        )
+    return 0
+
+
+def _limits_text(limits: Any) -> str:
+    parts = []
+    rate = limits.rate
+    for label, value in (("/s", rate.per_second), ("/min", rate.per_minute), ("/h", rate.per_hour)):
+        if value:
+            parts.append(f"{value:g}{label}")
+    if limits.domain_concurrency:
+        parts.append(f"{limits.domain_concurrency} per domain")
+    for domain, rule in sorted(limits.domains.items()):
+        bits = []
+        if rule.concurrency is not None:
+            bits.append(f"{rule.concurrency} at once")
+        if rule.rate is not None and rule.rate.per_second:
+            bits.append(f"{rule.rate.per_second:g}/s")
+        parts.append(f"{domain}: {', '.join(bits) or 'route defaults'}")
+    return "; ".join(parts) or "no limits"
+
+
+def routes_set_password(settings: Settings, name: str, *, stdin: Any = None) -> int:
+    """Store a route's password in the OS keyring: asked for on a terminal, else one line of
+    standard input (so scripts can pipe it; it is never an argument, which ps would show)."""
+    import getpass
+
+    from engine.deliver.credentials import require_backend, store_password
+    from engine.deliver.routes import DEFAULT_ROUTE, keyring_service
+
+    route = settings.routes.get(name)
+    if name == DEFAULT_ROUTE or route is None:
+        known = ", ".join(n for n in settings.routes if n != DEFAULT_ROUTE) or "none"
+        raise ConfigError(f"no route named {name!r} in the settings (named routes: {known})")
+    if not route.username:
+        raise ConfigError(f"routes.{name}.username is not set: set it before storing a password")
+    require_backend()  # before asking, not after
+    source = stdin if stdin is not None else sys.stdin
+    if source.isatty():
+        password = getpass.getpass(f"Password for {route.username} on route {name}: ")
+    else:
+        password = source.readline().rstrip("\r\n")
+    if not password:
+        raise ConfigError("no password given; nothing stored")
+    service = keyring_service(name, route)
+    store_password(name, service, route.username, password)
+    print(
+        f"Stored the password for {route.username} on route {name} in the OS keyring ({service})."
+    )
+    return 0
+
+
 # ---------------------------------------------------------------- inbox
 
 
@@ -292,7 +373,9 @@ def import_path(settings: Settings, path: Path) -> int:
             n = import_templates(store, template_dirs, time.time())
             print(f"templates: {n} imported")
         if workflow_files:
-            n = import_workflows(store, workflow_files, time.time())
+            from engine.deliver.routes import known_routes
+
+            n = import_workflows(store, workflow_files, time.time(), routes=known_routes(settings))
             print(f"workflows: {n} imported")
         for f in data_files:
             if f.stem == "contacts":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,75 @@ class DeliverySettings:
     retry_max: float = 3600.0  # retries back off up to this
     retry_jitter: float = 0.2  # +- this fraction on every retry delay
     max_attempts: int = 12  # then the intent is 'failed'
+    retry_lifetime: float = 432_000.0  # give up on 4xx retries this long after the event: expired
+    requeue_first: float = 1.0  # connection lost before the final dot: resend after this ...
+    requeue_max: float = 60.0  # ... doubling up to this
+    route_backoff_first: float = 1.0  # relay unreachable or 421: the route waits this ...
+    route_backoff_max: float = 60.0  # ... doubling up to this
     lease_seconds: float = 60.0  # how long a claim holds without renewal
     claim_batch: int = 100
     max_inflight: int = 256
+    # Adaptive throttling per recipient domain (docs/routes.md): in throttle_window seconds, at
+    # least throttle_min_deferrals 4xx replies making at least throttle_ratio of the replies
+    # multiply the domain's rate by throttle_decrease (not below throttle_floor); it grows back
+    # by throttle_increase every throttle_recover_every seconds.
+    throttle: bool = True
+    throttle_window: float = 60.0
+    throttle_min_deferrals: int = 5
+    throttle_ratio: float = 0.3
+    throttle_decrease: float = 0.5
+    throttle_floor: float = 0.05
+    throttle_increase: float = 0.1
+    throttle_recover_every: float = 30.0
+    # Route auto-pause: pause_error_rate (0: never) of at least pause_min_sample attempts in
+    # pause_window seconds pauses the route until resumed; its intents wait pause_recheck s.
+    pause_error_rate: float = 0.5
+    pause_window: float = 60.0
+    pause_min_sample: int = 20
+    pause_recheck: float = 10.0
+
+
+@dataclass
+class RouteSettings:
+    """A named route, ``[routes.NAME]``: an SMTP relay profile and its limits (docs/routes.md).
+
+    The password is never here: it lives in the OS keyring under ``keyring_service`` (default
+    ``campaign-console/route/NAME``) and ``username``; set it with
+    ``campaign-engine routes set-password NAME``. ``[routes.default]`` may only set limits:
+    the default route's relay is ``[smtp] url`` (empty: the local capture inbox).
+    """
+
+    url: str = ""  # smtp://HOST[:PORT] or smtps://HOST[:PORT]; or host and port below
+    host: str = ""
+    port: int = 0  # 0: 465 with implicit TLS, 587 with STARTTLS, 25 without TLS
+    tls: str = "starttls"  # starttls | implicit | none (none: loopback hosts only with a login)
+    verify: bool = True  # validate the relay's certificate (and host name)
+    ca_file: str = ""  # trust these CAs (PEM) instead of the system's
+    ehlo: str = ""  # the EHLO name; empty: this host's name
+    username: str = ""
+    keyring_service: str = ""  # empty: campaign-console/route/NAME
+    connections: int = 8  # pool size
+    timeout: float = 30.0  # every connect and reply, seconds
+    per_second: float = 0.0  # route rate (token bucket); 0: no limit
+    burst: float = 0.0  # token bucket size; 0: max(1, per_second)
+    per_minute: int = 0  # at most this many in any sliding minute; 0: no limit
+    per_hour: int = 0  # at most this many in any sliding hour; 0: no limit
+    domain_concurrency: int = 0  # transactions at once per recipient domain; 0: no limit
+    domain_per_second: float = 0.0  # per recipient domain, by default; 0: no limit
+    domain_per_minute: int = 0
+    domain_per_hour: int = 0
+    # Per recipient domain: {"gmail.com": {"concurrency": 4, "per_second": 20}}; keys
+    # concurrency, per_second, per_minute, per_hour, burst.
+    domains: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+ROUTE_RELAY_KEYS = frozenset(
+    {"url", "host", "port", "tls", "verify", "ca_file", "ehlo", "username", "keyring_service"}
+    | {"connections", "timeout"}
+)
+DOMAIN_RULE_KEYS = {"concurrency": int, "per_second": float, "per_minute": int, "per_hour": int}
+DOMAIN_RULE_KEYS["burst"] = float
+_ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")
 
 
 @dataclass
@@ -117,6 +184,8 @@ class Settings:
     sending: SendingSettings = field(default_factory=SendingSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     shop: ShopSettings = field(default_factory=ShopSettings)
+    # Named routes: {"esp": RouteSettings(...)}; workflows pick one on each send step.
+    routes: dict[str, RouteSettings] = field(default_factory=dict)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -172,8 +241,77 @@ def _coerce(section: str, key: str, current: Any, raw: Any) -> Any:
     return raw
 
 
+def _apply_route(settings: Settings, name: str, values: Any, source: str) -> None:
+    where = f"routes.{name}"
+    if not isinstance(name, str) or not _ROUTE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{source}: [routes.{name}]: a route name is lower-case letters, digits, '.', '_' "
+            "and '-' (at most 100)"
+        )
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [{where}] must be a table")
+    route = settings.routes.setdefault(name, RouteSettings())
+    names = {f.name for f in dataclasses.fields(route)}
+    for key, raw in values.items():
+        if key == "password":
+            raise ConfigError(
+                f"{source}: {where}.password: passwords are not kept in settings; "
+                f"store it in the OS keyring with 'campaign-engine routes set-password {name}'"
+            )
+        if key not in names:
+            raise ConfigError(f"{source}: unknown setting {where}.{key}")
+        if key == "domains":
+            route.domains.update(_domain_rules(where, raw, source))
+            continue
+        setattr(route, key, _coerce("routes", f"{name}.{key}", getattr(route, key), raw))
+
+
+def _domain_rules(where: str, raw: Any, source: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [{where}.domains] must be a table of domains")
+    rules: dict[str, dict[str, Any]] = {}
+    for domain, rule in raw.items():
+        at = f'{where}.domains."{domain}"'
+        if not isinstance(rule, dict):
+            raise ConfigError(f"{source}: [{at}] must be a table (concurrency, per_second, ...)")
+        if not domain or "@" in domain or domain != domain.strip().lower():
+            raise ConfigError(f"{source}: [{at}]: expected a lower-case domain like gmail.com")
+        parsed: dict[str, Any] = {}
+        for key, value in rule.items():
+            kind = DOMAIN_RULE_KEYS.get(key)
+            if kind is None:
+                known = ", ".join(DOMAIN_RULE_KEYS)
+                raise ConfigError(f"{source}: unknown setting {at}.{key} (known: {known})")
+            parsed[key] = _coerce(where, f'domains."{domain}".{key}', kind(), value)
+            if parsed[key] < 0:
+                raise ConfigError(f"{source}: {at}.{key} must be 0 (no limit) or positive")
+        rules[domain] = parsed
+    return rules
+
+
+def _route_env(env_routes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``CAMPAIGN_ROUTES_<NAME>_<KEY>`` -> {name: {key: value}} (the key is the longest
+    known setting name the variable ends with; names with '-' cannot be set this way)."""
+    keys = sorted((f.name for f in dataclasses.fields(RouteSettings)), key=len, reverse=True)
+    found: dict[str, dict[str, Any]] = {}
+    for rest, value in env_routes.items():
+        for key in keys:
+            if rest.endswith("_" + key) and len(rest) > len(key) + 1 and key != "domains":
+                found.setdefault(rest[: -len(key) - 1], {})[key] = value
+                break
+        else:
+            raise ConfigError(f"environment: CAMPAIGN_ROUTES_{rest.upper()}: unknown route setting")
+    return found
+
+
 def _apply(settings: Settings, data: dict[str, Any], source: str) -> None:
     for section, values in data.items():
+        if section == "routes":
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: [routes] must be a table of routes")
+            for name, route in values.items():
+                _apply_route(settings, name, route, source)
+            continue
         if section == "workflows":
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: [workflows] must be a table")
@@ -223,6 +361,8 @@ def load_settings(
         if not key or section == "workflows":
             continue
         env_data.setdefault(section, {})[key] = value
+    if "routes" in env_data:
+        env_data["routes"] = _route_env(env_data["routes"])
     if env_data:
         _apply(settings, env_data, "environment")
     if overrides:
@@ -261,6 +401,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"smtp.url: expected smtp://HOST:PORT or smtps://HOST:PORT, got {settings.smtp.url!r}"
         )
+    # Routes and delivery timings are checked where they are built (no passwords needed).
+    from engine.deliver.routes import check_settings
+
+    check_settings(settings)
 
 
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:

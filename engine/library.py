@@ -6,6 +6,7 @@ Importing a changed template or workflow adds a new version; unchanged ones are 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from engine.config import Settings
 from engine.decide import WorkflowRegistry
 from engine.decide.registry import load_stored_workflows
 from engine.decide.workflow import Workflow, load_workflow_file
+from engine.errors import WorkflowInvalid
 from engine.render import Renderer, TemplateSource, read_template
 from engine.store import Store, schema
 
@@ -97,9 +99,21 @@ def import_templates(store: Store, dirs: list[Path], now: float) -> int:
     return added
 
 
-def import_workflows(store: Store, files: list[Path], now: float) -> int:
-    """Add each workflow (a new version when its definition changed)."""
+def import_workflows(
+    store: Store, files: list[Path], now: float, *, routes: Collection[str] | None = None
+) -> int:
+    """Add each workflow (a new version when its definition changed).
+
+    ``routes``: the configured route names; a send step naming another one is refused
+    (WorkflowInvalid) before anything is written.
+    """
     loaded: list[tuple[Workflow, Path]] = [(load_workflow_file(f), f) for f in files]
+    if routes is not None:
+        from engine.deliver.routes import unknown_routes
+
+        problems = unknown_routes([wf for wf, _ in loaded], routes)
+        if problems:
+            raise WorkflowInvalid("; ".join(problems))
     added = 0
     with store.begin() as conn:
         current = {row["id"]: row for row in _latest(conn, schema.workflows)}

@@ -244,6 +244,13 @@ class Node:
             self._stack.push_async_callback(children.stop)
             self.components["deliver_processes"] = children
         elif role in ("all", "deliver"):
+            from engine.deliver.credentials import load_password
+            from engine.deliver.routes import known_routes, route_specs, unknown_routes
+
+            # Passwords come from the OS keyring (blocking: D-Bus on Linux), never from files.
+            specs = await asyncio.to_thread(route_specs, settings, relay, load_password)
+            for problem in unknown_routes(library.workflows.active(), known_routes(settings)):
+                log.warning("%s: its intents will fail until the route is configured", problem)
             delivery = DeliveryService(
                 store=self.store,
                 renderer=library.renderer,
@@ -254,6 +261,7 @@ class Node:
                 tokens=tokens,
                 public_url=public_url or self.http_url or f"http://{host}:{port}",
                 relay=relay,
+                routes=specs,
             )
             await delivery.start()
             self._stack.push_async_callback(delivery.stop)

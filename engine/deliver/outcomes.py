@@ -3,9 +3,11 @@
 - 2xx to the final dot: ``sent``.
 - No reply, final dot written: ``uncertain`` (it may have been delivered; never resent).
 - No reply, final dot not written: ``queued`` again soon (it cannot have been delivered).
-- 5xx: ``bounced``; an RFC 3463 "bad address" code also suppresses the address.
+- 5xx: ``bounced``; an RFC 3463 "bad address" code also suppresses the address. A 552 "too
+  many recipients" is temporary (RFC 5321 4.5.3.1.10), like 452.
 - 4xx (or a reply that makes no sense where it came): ``deferred`` with backoff.
-- After ``max_attempts`` attempts: ``failed``.
+- After ``max_attempts`` attempts: ``failed``; a retry that would come later than
+  ``retry_lifetime`` after the event: ``expired``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import random
 from engine.deliver.model import (
     BOUNCED,
     DEFERRED,
+    EXPIRED,
     FAILED,
     QUEUED,
     SENT,
@@ -23,7 +26,13 @@ from engine.deliver.model import (
     Job,
     Outcome,
 )
-from engine.deliver.policy import DeliveryTuning, is_hard_bounce, requeue_delay, retry_delay
+from engine.deliver.policy import (
+    DeliveryTuning,
+    is_hard_bounce,
+    requeue_delay,
+    retry_delay,
+    too_many_recipients,
+)
 from engine.deliver.smtp import TransactionResult
 
 
@@ -41,12 +50,16 @@ def after_transaction(
     if reply is None:
         reason = f"connection lost before the final dot: {result.error}"
         return retry_or_fail(job, now, reason, now + requeue_delay(attempts, tuning), tuning)
-    if reply.permanent:
+    if reply.permanent and not too_many_recipients(reply):
         outcome = attempted(job, BOUNCED, str(reply), now)
         if is_hard_bounce(reply):
             outcome.suppress_address = job.intent.to_addr
         return outcome
     at = now + retry_delay(attempts, tuning, rng)
+    if at > job.intent.received_at + tuning.retry_lifetime:
+        lifetime = f"{tuning.retry_lifetime / 3600:g} h"
+        reason = f"expired: still deferred after {attempts} attempts and {lifetime}; last: {reply}"
+        return attempted(job, EXPIRED, reason, now)
     return retry_or_fail(job, now, str(reply), at, tuning, status=DEFERRED)
 
 

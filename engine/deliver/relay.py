@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from dataclasses import dataclass, field
 from typing import Literal, cast
@@ -11,6 +12,16 @@ from engine.errors import ConfigError
 
 TlsMode = Literal["none", "starttls", "implicit"]
 _TLS_MODES = ("none", "starttls", "implicit")
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address: the only place a login may go without TLS."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,11 @@ class RelayConfig:
             raise ConfigError(f"relay connections must be at least 1, got {self.connections}")
         if self.timeout <= 0:
             raise ConfigError(f"relay timeout must be positive, got {self.timeout}")
+        if self.username and self.tls == "none" and not is_loopback(self.host):
+            raise ConfigError(
+                f"relay {self.host}: a login needs TLS (tls=starttls or implicit); without it "
+                "the password would cross the network in clear (allowed to loopback hosts only)"
+            )
 
     @property
     def address(self) -> str:

@@ -31,21 +31,22 @@ from engine.deliver import outcomes
 from engine.deliver.committer import GroupCommitter
 from engine.deliver.compose import Composer, Identity, check_at_send_time
 from engine.deliver.ledger import Ledger, Recovery
+from engine.deliver.limits import RouteLimits
 from engine.deliver.model import UNCERTAIN, ClaimBatch, ClaimedIntent, Job, Outcome
 from engine.deliver.policy import DeliveryTuning
 from engine.deliver.relay import RelayConfig
 from engine.deliver.route import Route
+from engine.deliver.routes import DEFAULT_ROUTE, RouteSpec, route_specs
 from engine.deliver.smtp import TransactionResult
 from engine.errors import HeaderInvalid, RenderError, StoreError, TemplateInvalid
 from engine.render import Renderer
-from engine.store import Store
+from engine.store import Store, schema
 from engine.telemetry import Telemetry
 from engine.unsubscribe import UnsubscribeTokens
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-DEFAULT_ROUTE = "default"
 _YIELD_EVERY = 16  # messages composed between yields to the event loop
 _MAX_NOTIFIED = 50_000  # beyond this, notifications are dropped: the poller finds them anyway
 
@@ -67,10 +68,15 @@ class DeliveryService:
         relay: RelayConfig,
         tuning: DeliveryTuning | None = None,
         shop: Mapping[str, Any] | None = None,
+        routes: Mapping[str, RouteSpec] | None = None,
     ) -> None:
+        """``relay`` is the default route's; ``routes`` every route by name (see
+        ``routes.route_specs``; its "default", when present, wins over ``relay``). Without
+        ``routes``, the named routes of ``settings`` are built, which needs them to have no
+        login (the node reads passwords from the keyring and passes ``routes``)."""
         self.node = node
         self.owner = f"{node}/{secrets.token_hex(4)}"  # this incarnation: the claim fence
-        self.tuning = tuning or DeliveryTuning()
+        self.tuning = tuning or DeliveryTuning.from_settings(settings.delivery)
         self._store = store
         self._clock = clock
         self._telemetry = telemetry
@@ -86,9 +92,21 @@ class DeliveryService:
             telemetry=telemetry,
             lease_seconds=self.tuning.lease_seconds,
         )
+        specs = dict(routes) if routes is not None else route_specs(settings, relay)
+        specs.setdefault(DEFAULT_ROUTE, RouteSpec(relay))
         self.routes: dict[str, Route] = {
-            DEFAULT_ROUTE: Route(DEFAULT_ROUTE, relay, self, tuning=self.tuning, clock=clock)
+            name: Route(
+                name,
+                spec.relay,
+                self,
+                tuning=self.tuning,
+                clock=clock,
+                limits=spec.limits,
+                telemetry=telemetry,
+            )
+            for name, spec in specs.items()
         }
+        self._audits: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -153,7 +171,11 @@ class DeliveryService:
             asyncio.create_task(self._claim_loop(), name="deliver-claim"),
             asyncio.create_task(self._maintenance_loop(), name="deliver-maintenance"),
         ]
-        log.info("deliver: started as %s via %s", self.owner, self.routes[DEFAULT_ROUTE].relay)
+        log.info(
+            "deliver: started as %s; routes: %s",
+            self.owner,
+            ", ".join(f"{name} ({route.relay.address})" for name, route in self.routes.items()),
+        )
 
     async def stop(self) -> None:
         """Stop claiming, let in-flight sends finish, hand back the rest, commit, QUIT."""
@@ -166,6 +188,8 @@ class DeliveryService:
             self._tasks = []
         for route in self.routes.values():
             await route.close(self.tuning.drain_timeout)
+        if self._audits:
+            await asyncio.gather(*self._audits, return_exceptions=True)
         leftovers = list(self._inflight.values())
         for intent in leftovers:  # claimed but never handed to a route
             self._finish(outcomes.handed_back(intent, None, None))
@@ -176,6 +200,35 @@ class DeliveryService:
     async def flush(self) -> None:
         """Wait until every outcome recorded so far is committed (tests, operations)."""
         await self._committer.flush()
+
+    # -- routes, for the control API --------------------------------------------------------
+
+    def route(self, name: str) -> Route:
+        """The route called ``name``; KeyError naming the known ones otherwise."""
+        route = self.routes.get(name)
+        if route is None:
+            raise KeyError(f"no route named {name!r} (routes: {', '.join(self.routes)})")
+        return route
+
+    def route_states(self) -> list[dict[str, Any]]:
+        """Every route's address, state, limits and counters (no secrets)."""
+        return [route.state() for route in self.routes.values()]
+
+    def set_route_limits(self, name: str, limits: RouteLimits) -> None:
+        """Change a route's limits live (in memory: the settings file is not rewritten)."""
+        self.route(name).set_limits(limits)
+
+    def pause_route(self, name: str, reason: str) -> int:
+        """Pause a route in memory; returns how many queued jobs went back to the ledger."""
+        return len(self.route(name).pause(reason))
+
+    def resume_route(self, name: str) -> bool:
+        """Resume a paused route (False: it was not paused). Intents it handed back come round
+        within ``pause_recheck`` seconds."""
+        resumed = self.route(name).resume()
+        if resumed:
+            self._wakeup.set()
+        return resumed
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -203,7 +256,7 @@ class DeliveryService:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            down_for = min(route.down_for for route in self.routes.values())
+            down_for = min(route.unavailable_for for route in self.routes.values())
             if down_for > 0:  # nowhere to send: claiming now would only hand them back
                 try:
                     await asyncio.wait_for(self._stop_event.wait(), down_for)
@@ -250,7 +303,13 @@ class DeliveryService:
         for index, intent in enumerate(batch.intents):
             self._inflight[intent.id] = intent
             outcome = check_at_send_time(intent, batch, now)
-            if outcome is None:
+            route = self.routes.get(intent.route)
+            if outcome is None and route is None:
+                # Never another route: that could send through a relay nobody chose for it.
+                known = ", ".join(sorted(self.routes))
+                reason = f"unknown route {intent.route!r}: not configured on this node ({known})"
+                outcome = outcomes.failed(intent, reason, now)
+            if outcome is None and route is not None:
                 started = time.perf_counter()
                 try:
                     job = self._composer.compose(intent, batch.contacts.get(intent.contact_id), now)
@@ -265,15 +324,12 @@ class DeliveryService:
                     self._telemetry.observe(
                         "stage_seconds", time.perf_counter() - started, stage="render"
                     )
-                    self._route_for(intent).submit(job)
+                    route.submit(job)
             if outcome is not None:
                 self._finish(outcome)
             if index % _YIELD_EVERY == _YIELD_EVERY - 1:
                 await asyncio.sleep(0)
         self._telemetry.gauge("inflight", len(self._inflight))
-
-    def _route_for(self, intent: ClaimedIntent) -> Route:
-        return self.routes.get(intent.route) or self.routes[DEFAULT_ROUTE]
 
     def _finish(self, outcome: Outcome) -> None:
         self._committer.record(outcome)
@@ -324,6 +380,37 @@ class DeliveryService:
         if not expected and job.dot_at is None:
             log.error("deliver: sending intent %s failed", job.intent.id, exc_info=error)
         self._finish(outcomes.after_crash(job, error, self._clock.now(), hand_back=expected))
+
+    def auto_paused(self, route: Route, reason: str, handed_back: int) -> None:
+        """A route paused itself: count it, warn, and write the audit log (off the loop)."""
+        self._telemetry.count("route_auto_pauses_total", route=route.name)
+        log.warning("deliver: route %s paused itself: %s", route.name, reason)
+        detail = {"reason": reason, "node": self.node, "relay": route.relay.address}
+        now = self._clock.now()
+
+        def write() -> None:
+            with self._store.begin() as conn:
+                conn.execute(
+                    schema.audit_log.insert(),
+                    {
+                        "ts": now,
+                        "actor": "engine",
+                        "action": "route.auto_pause",
+                        "target": route.name,
+                        "count": handed_back,
+                        "detail": detail,
+                    },
+                )
+
+        async def audit() -> None:
+            try:
+                await self._run_blocking(write)
+            except Exception as exc:
+                log.error("deliver: cannot write the audit entry for route %s: %s", route.name, exc)
+
+        task = asyncio.create_task(audit(), name=f"audit-pause-{route.name}")
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
 
     # -- upkeep -----------------------------------------------------------------------------
 

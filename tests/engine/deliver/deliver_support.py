@@ -10,7 +10,15 @@ The server's behaviour for a recipient is chosen by the start of its local part:
 - ``reject...``: ``554 5.7.1`` after the final dot (permanent, not a bad address);
 - ``drop-before-dot-once...``: the first time, close the connection right after ``354``;
 - ``drop-after-dot...``: read the whole message, final dot included, then close, never reply;
-- ``slow...``: wait ``slow_seconds`` before ``250``.
+- ``slow...``: wait ``slow_seconds`` before ``250``;
+- ``full452...``: ``452 4.5.3 Error: too many recipients`` at RCPT;
+- ``many552...``: ``552 5.5.3 Too many recipients`` at RCPT (temporary despite the 5).
+
+``banner_421`` makes the first that many connections get ``421`` as their greeting. ``commands``
+counts EHLO, STARTTLS, AUTH, MAIL, NOOP, RSET and QUIT, and ``clear_commands`` lists the
+commands that arrived before TLS was up (fail-closed tests). ``spans`` records, per accepted
+recipient, the monotonic time of its RCPT and of the reply to its final dot (rate and
+concurrency tests).
 
 Every message that reached the end of DATA is kept in ``received`` (also the dropped-after-dot
 ones: the server got them, which is why the engine must not send them again).
@@ -38,6 +46,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from engine.clock import Clock
 from engine.config import Settings
 from engine.deliver import DeliveryService, DeliveryTuning, RelayConfig
+from engine.deliver.routes import RouteSpec
 from engine.render import Renderer, TemplateSource
 from engine.store import Store, schema
 from engine.telemetry import Telemetry
@@ -87,6 +96,11 @@ class ScriptedSmtp:
     implicit_tls: bool = False  # TLS from the first byte instead
     credentials: tuple[str, str] | None = None  # AUTH required, with these
     sessions: list[Session] = field(default_factory=list)
+    banner_421: int = 0  # refuse this many connections with a 421 greeting
+    banners_refused: int = 0
+    clear_commands: list[str] = field(default_factory=list)  # commands sent before TLS
+    spans: list[tuple[str, float, float]] = field(default_factory=list)  # rcpt, RCPT, reply
+    _rcpt_at: dict[str, float] = field(default_factory=dict)
     _server: asyncio.base_events.Server | None = None
     _sessions: list[SMTPServer] = field(default_factory=list)
 
@@ -114,7 +128,10 @@ class ScriptedSmtp:
     def relay(self, **kwargs: Any) -> RelayConfig:
         return RelayConfig(host=self.host, port=self.port, local_hostname="test.client", **kwargs)
 
-    def _protocol(self) -> SMTPServer:
+    def _protocol(self) -> asyncio.Protocol:
+        if self.banners_refused < self.banner_421:
+            self.banners_refused += 1
+            return _Refuse()
         starttls = self.tls_context if not self.implicit_tls else None
         session = _ScriptedSession(
             _Handler(self),
@@ -149,6 +166,15 @@ class ScriptedSmtp:
         return sum(1 for r in self.received if address in r.rcpt_tos)
 
 
+class _Refuse(asyncio.Protocol):
+    """A server too busy to talk: 421 as the greeting, then close (RFC 5321 3.1)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"421 4.3.2 scripted.test Service not available, try later\r\n")
+        transport.close()
+
+
 class _Handler:
     def __init__(self, script: ScriptedSmtp) -> None:
         self.script = script
@@ -164,17 +190,43 @@ class _Handler:
             return "421 4.3.2 Service shutting down, closing channel"
         if local.startswith("bounce"):
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        if local.startswith("full452"):
+            return "452 4.5.3 Error: too many recipients"
+        if local.startswith("many552"):
+            return "552 5.5.3 Too many recipients"
         if local.startswith("defer-once") and self.script.rcpt_seen[address] == 1:
             return "451 4.3.0 Try again later"
         if local.startswith("defer") and not local.startswith("defer-once"):
             return "451 4.3.0 Try again later"
         envelope.rcpt_tos.append(address)
+        self.script._rcpt_at[address] = time.monotonic()
         return "250 2.1.5 Ok"
 
 
 class _ScriptedSession(SMTPServer):
     line_length_limit = 1 << 20
     script: ScriptedSmtp
+
+    def _seen(self, command: str) -> None:
+        self.script.commands[command] += 1
+        if self.session.ssl is None and not self.script.implicit_tls:
+            self.script.clear_commands.append(command)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._seen("EHLO")
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        self._seen("STARTTLS")
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        self._seen("AUTH")
+        await super().smtp_AUTH(arg)
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        self._seen("MAIL")
+        await super().smtp_MAIL(arg)
 
     async def smtp_NOOP(self, arg: str) -> None:
         self.script.commands["NOOP"] += 1
@@ -224,6 +276,7 @@ class _ScriptedSession(SMTPServer):
         if local.startswith("slow"):
             await asyncio.sleep(self.script.slow_seconds)
         await self.push("250 2.0.0 Ok: queued")
+        self.script.spans.append((rcpt, self.script._rcpt_at.pop(rcpt, 0.0), time.monotonic()))
 
 
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -388,6 +441,7 @@ def make_service(
     node: str = "test-node",
     tuning: DeliveryTuning = FAST,
     renderer: Renderer | None = None,
+    routes: dict[str, RouteSpec] | None = None,
 ) -> DeliveryService:
     return DeliveryService(
         store=store,
@@ -400,4 +454,5 @@ def make_service(
         public_url=PUBLIC_URL,
         relay=relay,
         tuning=tuning,
+        routes=routes,
     )
