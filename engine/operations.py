@@ -58,7 +58,8 @@ def register_operations(control: ControlServer, node: Node) -> None:
         return node.store
 
     async def ping(args: dict[str, Any], actor: str) -> Any:
-        return node.health()
+        # "verbs": what this engine serves (the console enables "Pause all sending" on it).
+        return {**node.health(), "verbs": control.verbs}
 
     async def metrics(args: dict[str, Any], actor: str) -> Any:
         return node.telemetry.snapshot()
@@ -270,3 +271,7 @@ def register_operations(control: ControlServer, node: Node) -> None:
         "demo.status": demo_status,
     }.items():
         control.register(verb, handler)
+
+    from engine.queue_operations import register_queue_operations
+
+    register_queue_operations(control, node)

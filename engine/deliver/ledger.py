@@ -8,7 +8,9 @@ keeps a lingering old process away from them.
 
 Claims: on PostgreSQL ``SELECT ... FOR UPDATE SKIP LOCKED`` in a CTE, then UPDATE ... RETURNING,
 so deliver workers on several nodes never wait on or take each other's rows; on SQLite the same
-statement without the lock clause is atomic because SQLite serializes writers.
+statement without the lock clause is atomic because SQLite serializes writers. Every claim
+carries the queue controls' filter (``engine.deliver.queues.OPEN_SQL``) in that same statement,
+so a pause committed before a claim starts is always seen by it, on every node.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from engine.deliver.model import (
     ContactRow,
     Outcome,
 )
+from engine.deliver.queues import OPEN_SQL, open_to_claim
 from engine.store import Store, schema
 
 intents = schema.intents
@@ -97,7 +100,7 @@ def _chunks(items: Sequence[str]) -> list[Sequence[str]]:
 
 
 def _claim_statement(
-    where: tuple[sa.ColumnElement[bool], ...], *, pg: bool, pick: bool
+    where: tuple[sa.ColumnElement[bool] | sa.TextClause, ...], *, pg: bool, pick: bool
 ) -> sa.Update:
     """UPDATE ... SET claimed ... RETURNING, for the rows ``where`` selects.
 
@@ -161,10 +164,14 @@ class Ledger:
         ids: sa.BindParameter[list[str]] = bindparam("b_ids", expanding=True)
         now = bindparam("b_now", type_=sa.Float)
         self._claim_ids = _claim_statement(
-            (_C.id.in_(ids), _C.status == QUEUED, _C.next_attempt_at <= now), pg=pg, pick=pg
+            (_C.id.in_(ids), _C.status == QUEUED, _C.next_attempt_at <= now, open_to_claim()),
+            pg=pg,
+            pick=pg,
         )
         self._claim_due = _claim_statement(
-            (_C.status == bindparam("b_status"), _C.next_attempt_at <= now), pg=pg, pick=True
+            (_C.status == bindparam("b_status"), _C.next_attempt_at <= now, open_to_claim()),
+            pg=pg,
+            pick=True,
         )
         self._mark_dots = (
             sa.update(intents)
@@ -242,7 +249,7 @@ class Ledger:
             statement = (
                 "UPDATE intents SET status = ?, claimed_by = ?, lease_until = ? "
                 f"WHERE id IN ({', '.join('?' * len(chunk))}) AND status = ? "
-                f"AND next_attempt_at <= ? RETURNING {_LITE_CLAIM_COLUMNS}"
+                f"AND next_attempt_at <= ? AND {OPEN_SQL} RETURNING {_LITE_CLAIM_COLUMNS}"
             )
             params = [CLAIMED, self.owner, lease_until, *chunk, QUEUED, now]
             for v in lite.run(conn, statement, params):

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# Intent statuses (``intents.status``); the last seven are the outcomes.
+# Intent statuses (``intents.status``); the last eight are the outcomes.
 QUEUED = "queued"
 CLAIMED = "claimed"
 SENDING = "sending"
@@ -17,7 +17,10 @@ SUPPRESSED = "suppressed"
 EXPIRED = "expired"
 FAILED = "failed"
 UNCERTAIN = "uncertain"
-OUTCOMES = (SENT, DEFERRED, BOUNCED, SUPPRESSED, EXPIRED, FAILED, UNCERTAIN)
+CANCELLED = "cancelled"  # an operator cancelled it while it was pending (queues.cancel)
+OUTCOMES = (SENT, DEFERRED, BOUNCED, SUPPRESSED, EXPIRED, FAILED, UNCERTAIN, CANCELLED)
+PENDING = (QUEUED, DEFERRED)  # waiting in a queue (claimable once due)
+IN_FLIGHT = (CLAIMED, SENDING)  # a node holds it; it finishes whatever the queue controls say
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
 

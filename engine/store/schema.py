@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so autoincrement works) on SQLite.
@@ -190,6 +191,29 @@ intents = Table(
     Index("ix_intents_status_next", "status", "next_attempt_at"),
     Index("ix_intents_contact", "contact_id"),
     Index("ix_intents_workflow_status", "workflow_id", "status"),
+    # Partial: only sent rows, so the queue list's "sent in the last minute" reads a few index
+    # entries instead of the whole history, and only the final update of a send pays for it.
+    Index(
+        "ix_intents_sent_finished",
+        "finished_at",
+        sqlite_where=text("status = 'sent'"),
+        postgresql_where=text("status = 'sent'"),
+    ),
+)
+
+# Operator controls on queues (see engine/deliver/queues.py): one row per scope. A pending
+# intent whose workflow, route or recipient domain is paused (or anything, while "all" is) is
+# not claimed; a draining route sends only intents decided up to ``since``.
+queue_controls = Table(
+    "queue_controls",
+    metadata,
+    Column("kind", String(20), nullable=False),  # all | workflow | route | domain
+    Column("value", String(255), nullable=False),  # the workflow id, route name or domain; "*"
+    Column("state", String(20), nullable=False),  # paused | draining
+    Column("reason", Text, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("since", Float, nullable=False),
+    PrimaryKeyConstraint("kind", "value"),
 )
 
 suppressions = Table(

@@ -1,0 +1,259 @@
+"""The queue control verbs (``queues.*``, ``sending.*``, ``routes.drain``): argument checks only.
+
+The statements live in :mod:`engine.deliver.queues`; the replies are documented in
+docs/CONTRACTS.md ("Queue control"). Controls are kept in the store, so any node can serve
+these verbs for all of them (the console sends them to ``control.all.*``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from engine.control import ControlError, ControlServer
+from engine.deliver import queues
+from engine.deliver.model import CANCELLED
+from engine.deliver.queues import ALL, DOMAIN, ROUTE, WORKFLOW, Scope, Selection
+from engine.deliver.service import DEFAULT_ROUTE
+from engine.store import Store
+
+if TYPE_CHECKING:
+    from engine.node import Node
+
+_MAX_REASON = 500
+_MAX_DOMAINS = 50
+_SCOPE_KEYS = (WORKFLOW, ROUTE, DOMAIN)
+
+
+def _check_keys(args: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise ControlError(
+            f"unknown argument {unknown[0]!r} (this request takes: {', '.join(allowed)})"
+        )
+
+
+def _text(args: dict[str, Any], key: str, *, most: int = 255) -> str | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ControlError(f"{key} must be a non-empty string")
+    value = value.strip()
+    if len(value) > most:
+        raise ControlError(f"{key} is too long (at most {most} characters)")
+    if key == DOMAIN:
+        value = value.lower().rstrip(".")
+        if "@" in value or any(ch.isspace() for ch in value) or "." not in value:
+            raise ControlError(
+                f"domain must be a recipient domain such as gmail.com, not {value!r}"
+            )
+    return value
+
+
+def _flag(args: dict[str, Any], key: str) -> bool:
+    value = args.get(key, False)
+    if not isinstance(value, bool):
+        raise ControlError(f"{key} must be true or false")
+    return value
+
+
+def _reason(args: dict[str, Any], *, required: bool = False) -> str:
+    value = args.get("reason", "")
+    if not isinstance(value, str):
+        raise ControlError("reason must be a string")
+    value = value.strip()
+    if required and not value:
+        raise ControlError("a reason is required")
+    if len(value) > _MAX_REASON:
+        raise ControlError(f"reason is too long (at most {_MAX_REASON} characters)")
+    return value
+
+
+def _scope(args: dict[str, Any]) -> Scope:
+    """Exactly one of workflow, route, domain, or ``all: true``."""
+    named = [(k, v) for k in _SCOPE_KEYS if (v := _text(args, k)) is not None]
+    everything = _flag(args, ALL)
+    if everything and named:
+        raise ControlError("give either all: true or one of workflow, route, domain, not both")
+    if everything:
+        return Scope(ALL)
+    if len(named) != 1:
+        raise ControlError("give exactly one of workflow, route or domain (or all: true)")
+    kind, value = named[0]
+    return Scope(kind, value)
+
+
+def _selection(args: dict[str, Any], keys: tuple[str, ...] = _SCOPE_KEYS) -> Selection:
+    """Any of the ``keys`` (all must match), or ``all: true`` for every queue."""
+    named = {k: _text(args, k) for k in keys}
+    everything = _flag(args, ALL)
+    chosen = {k: v for k, v in named.items() if v is not None}
+    if everything and chosen:
+        raise ControlError(f"give either all: true or {', '.join(keys)}, not both")
+    if not everything and not chosen:
+        raise ControlError(f"say which queues: {', '.join(keys)} (any of them), or all: true")
+    return Selection(**chosen)
+
+
+def known_routes(node: Node) -> set[str]:
+    """The route names this node can send through (its delivery service's routes)."""
+    delivery = node.components.get("delivery")
+    routes = getattr(delivery, "routes", None)
+    return set(routes) if routes else {DEFAULT_ROUTE}
+
+
+def register_queue_operations(control: ControlServer, node: Node) -> None:
+    """Register the queue control verbs on the node's control server."""
+
+    def store() -> Store:
+        if node.store is None:
+            raise ControlError("the store is not open")
+        return node.store
+
+    async def run(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        return await asyncio.to_thread(work)
+
+    async def queues_list(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, ("domains",))
+        domains = args.get("domains", 0)
+        if isinstance(domains, bool) or not isinstance(domains, int) or domains < 0:
+            raise ControlError("domains must be a whole number (top domains per queue, 0: none)")
+        s, routes = store(), known_routes(node)
+        return await run(
+            lambda: queues.list_queues(
+                s, now=node.clock.now(), domains=min(domains, _MAX_DOMAINS), routes=routes
+            )
+        )
+
+    async def queues_pause(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
+        return await _pause(args, actor, _scope(args), "queues.pause")
+
+    async def queues_resume(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
+        return await _resume(args, actor, _scope(args), "queues.resume")
+
+    async def sending_pause(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, ("reason", "preview"))
+        return await _pause(args, actor, Scope(ALL), "sending.pause")
+
+    async def sending_resume(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, ("reason", "preview"))
+        return await _resume(args, actor, Scope(ALL), "sending.resume")
+
+    async def _pause(args: dict[str, Any], actor: str, scope: Scope, action: str) -> Any:
+        reason, preview = _reason(args), _flag(args, "preview")
+        s, routes = store(), known_routes(node)
+        return await run(
+            lambda: queues.pause(
+                s,
+                scope,
+                actor=actor,
+                reason=reason,
+                now=node.clock.now(),
+                routes=routes,
+                preview=preview,
+                action=action,
+            )
+        )
+
+    async def _resume(args: dict[str, Any], actor: str, scope: Scope, action: str) -> Any:
+        reason, preview = _reason(args), _flag(args, "preview")
+        s = store()
+        return await run(
+            lambda: queues.resume(
+                s,
+                scope,
+                actor=actor,
+                reason=reason,
+                now=node.clock.now(),
+                preview=preview,
+                action=action,
+            )
+        )
+
+    async def routes_drain(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, (ROUTE, "reason", "preview"))
+        route = _text(args, ROUTE, most=100)
+        if route is None:
+            raise ControlError("route is required")
+        reason, preview = _reason(args), _flag(args, "preview")
+        s, routes = store(), known_routes(node)
+        return await run(
+            lambda: queues.drain(
+                s,
+                route,
+                actor=actor,
+                reason=reason,
+                now=node.clock.now(),
+                routes=routes,
+                preview=preview,
+            )
+        )
+
+    async def queues_reroute(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, ("from_route", "to_route", WORKFLOW, DOMAIN, "reason", "preview"))
+        from_route = _text(args, "from_route", most=100)
+        to_route = _text(args, "to_route", most=100)
+        if from_route is None or to_route is None:
+            raise ControlError("from_route and to_route are required")
+        selection = Selection(workflow=_text(args, WORKFLOW, most=100), domain=_text(args, DOMAIN))
+        reason, preview = _reason(args), _flag(args, "preview")
+        s, routes = store(), known_routes(node)
+        return await run(
+            lambda: queues.reroute(
+                s,
+                from_route=from_route,
+                to_route=to_route,
+                selection=selection,
+                actor=actor,
+                reason=reason,
+                now=node.clock.now(),
+                routes=routes,
+                preview=preview,
+            )
+        )
+
+    async def queues_retry_now(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
+        selection = _selection(args)
+        reason, preview = _reason(args), _flag(args, "preview")
+        s = store()
+        return await run(
+            lambda: queues.retry_now(
+                s, selection, actor=actor, reason=reason, now=node.clock.now(), preview=preview
+            )
+        )
+
+    async def queues_cancel(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
+        selection = _selection(args)
+        reason, preview = _reason(args, required=True), _flag(args, "preview")
+        s = store()
+        result = await run(
+            lambda: queues.cancel(
+                s, selection, actor=actor, reason=reason, now=node.clock.now(), preview=preview
+            )
+        )
+        if not preview:
+            by_workflow: dict[str, int] = {}
+            for q in result["queues"]:
+                by_workflow[q["workflow"]] = by_workflow.get(q["workflow"], 0) + q["count"]
+            for workflow, n in by_workflow.items():
+                node.telemetry.count("intents_total", n, outcome=CANCELLED, workflow=workflow)
+        return result
+
+    for verb, handler in {
+        "queues.list": queues_list,
+        "queues.pause": queues_pause,
+        "queues.resume": queues_resume,
+        "sending.pause": sending_pause,
+        "sending.resume": sending_resume,
+        "routes.drain": routes_drain,
+        "queues.reroute": queues_reroute,
+        "queues.retry_now": queues_retry_now,
+        "queues.cancel": queues_cancel,
+    }.items():
+        control.register(verb, handler)
