@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from engine.control import ControlError, ControlServer
 from engine.deliver import queues
+from engine.deliver.limits import DomainRule, Rate, RouteLimits
 from engine.deliver.model import CANCELLED
 from engine.deliver.queues import ALL, DOMAIN, ROUTE, WORKFLOW, Scope, Selection
-from engine.deliver.service import DEFAULT_ROUTE
+from engine.deliver.routes import known_routes as configured_routes
+from engine.errors import ConfigError
 from engine.store import Store
 
 if TYPE_CHECKING:
@@ -98,10 +101,10 @@ def _selection(args: dict[str, Any], keys: tuple[str, ...] = _SCOPE_KEYS) -> Sel
 
 
 def known_routes(node: Node) -> set[str]:
-    """The route names this node can send through (its delivery service's routes)."""
+    """The route names the settings configure (the default one included), the same on every
+    node whether or not it delivers itself, plus any this node's delivery service runs."""
     delivery = node.components.get("delivery")
-    routes = getattr(delivery, "routes", None)
-    return set(routes) if routes else {DEFAULT_ROUTE}
+    return set(configured_routes(node.settings)) | set(getattr(delivery, "routes", ()))
 
 
 def register_queue_operations(control: ControlServer, node: Node) -> None:
@@ -245,7 +248,121 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
                 node.telemetry.count("intents_total", n, outcome=CANCELLED, workflow=workflow)
         return result
 
+    def delivery() -> Any:
+        service = node.components.get("delivery")
+        if service is None:
+            raise ControlError(
+                f"node {node.settings.engine.node} does not deliver (role "
+                f"{node.settings.engine.role}); send this to a deliver node"
+            )
+        return service
+
+    async def routes_list(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, ())
+        service = node.components.get("delivery")
+        if service is not None:
+            return {"node": node.settings.engine.node, "routes": service.route_states()}
+        return {
+            "node": node.settings.engine.node,
+            "routes": [{"name": name} for name in sorted(known_routes(node))],
+        }
+
+    async def routes_set_rate(args: dict[str, Any], actor: str) -> Any:
+        """Change a route's rate, or one recipient domain's rate and concurrency, live."""
+        _check_keys(
+            args,
+            (
+                "route",
+                "domain",
+                "per_second",
+                "per_minute",
+                "per_hour",
+                "burst",
+                "concurrency",
+                "preview",
+            ),
+        )
+        name = _text(args, "route")
+        if not name:
+            raise ControlError("route is required")
+        domain = (_text(args, "domain") or "").lower()
+        preview = _flag(args, "preview")
+        service = delivery()
+        try:
+            route = service.route(name)
+        except KeyError as exc:
+            raise ControlError(str(exc.args[0])) from None
+        before: RouteLimits = route.limits
+        numbers: dict[str, float] = {}
+        for key in ("per_second", "per_minute", "per_hour", "burst", "concurrency"):
+            if key in args:
+                value = args[key]
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ControlError(f"{key} must be 0 (no limit) or a positive number")
+                numbers[key] = value
+        if "concurrency" in numbers and not domain:
+            raise ControlError("concurrency is per recipient domain: give a domain too")
+        if not numbers:
+            raise ControlError(
+                "give at least one of per_second, per_minute, per_hour, burst, concurrency"
+            )
+        base = before.domains.get(domain) if domain else None
+        old_rate = (
+            (base.rate if base and base.rate else before.domain_rate) if domain else before.rate
+        )
+        try:
+            rate = Rate(
+                per_second=float(numbers.get("per_second", old_rate.per_second)),
+                per_minute=int(numbers.get("per_minute", old_rate.per_minute)),
+                per_hour=int(numbers.get("per_hour", old_rate.per_hour)),
+                burst=float(numbers.get("burst", old_rate.burst)),
+            )
+            if domain:
+                concurrency = numbers.get("concurrency")
+                rule = DomainRule(
+                    concurrency=int(concurrency)
+                    if concurrency is not None
+                    else (base.concurrency if base else None),
+                    rate=rate,
+                )
+                after = replace(before, domains={**before.domains, domain: rule})
+            else:
+                after = replace(before, rate=rate)
+        except ConfigError as exc:
+            raise ControlError(str(exc)) from None
+        target = f"route {name}" + (f" domain {domain}" if domain else "")
+        result = {
+            "action": "routes.set_rate",
+            "preview": preview,
+            "node": node.settings.engine.node,
+            "target": target,
+            "before": before.as_dict(),
+            "after": after.as_dict(),
+            "summary": f"Set the limits of {target} on node {node.settings.engine.node}",
+        }
+        if preview:
+            return result
+        from engine.operations import audit  # operations registers these verbs
+
+        service.set_route_limits(name, after)
+        detail = {"node": node.settings.engine.node, "domain": domain or None, **numbers}
+        s = store()
+        now = node.clock.now()
+        await asyncio.to_thread(
+            audit,
+            s,
+            actor=actor,
+            action="routes.set_rate",
+            target=target,
+            count=0,
+            detail=detail,
+            now=now,
+        )
+        return result
+
     for verb, handler in {
+        "routes.list": routes_list,
+        "routes.set_rate": routes_set_rate,
         "queues.list": queues_list,
         "queues.pause": queues_pause,
         "queues.resume": queues_resume,

@@ -167,6 +167,15 @@ class Selection:
 # -- reading ---------------------------------------------------------------------------------
 
 
+def paused_routes(store: Store) -> set[str]:
+    """The routes held by a ``paused`` control of kind route."""
+    with store.begin() as conn:
+        rows = conn.execute(
+            sa.select(_Q.c.value).where(_Q.c.kind == "route", _Q.c.state == PAUSED)
+        ).all()
+    return {row.value for row in rows}
+
+
 def _controls(conn: Connection) -> list[dict[str, Any]]:
     rows = conn.execute(sa.select(_Q).order_by(_Q.c.since, _Q.c.kind, _Q.c.value)).all()
     return [dict(r._mapping) for r in rows]

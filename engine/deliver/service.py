@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from engine.clock import Clock
 from engine.config import Settings
-from engine.deliver import outcomes
+from engine.deliver import outcomes, queues
 from engine.deliver.committer import GroupCommitter
 from engine.deliver.compose import Composer, Identity, check_at_send_time
 from engine.deliver.ledger import Ledger, Recovery
@@ -40,7 +40,7 @@ from engine.deliver.routes import DEFAULT_ROUTE, RouteSpec, route_specs
 from engine.deliver.smtp import TransactionResult
 from engine.errors import HeaderInvalid, RenderError, StoreError, TemplateInvalid
 from engine.render import Renderer
-from engine.store import Store, schema
+from engine.store import Store
 from engine.telemetry import Telemetry
 from engine.unsubscribe import UnsubscribeTokens
 
@@ -382,35 +382,46 @@ class DeliveryService:
         self._finish(outcomes.after_crash(job, error, self._clock.now(), hand_back=expected))
 
     def auto_paused(self, route: Route, reason: str, handed_back: int) -> None:
-        """A route paused itself: count it, warn, and write the audit log (off the loop)."""
+        """A route paused itself: count it, warn, and persist the pause as a queue control
+        (actor "engine", audited as ``route.auto_pause``) so every node holds the route's
+        intents in the claim itself, across restarts, until an operator resumes it
+        (``queues.resume {route}``); see :meth:`_sync_route_pauses`."""
         self._telemetry.count("route_auto_pauses_total", route=route.name)
         log.warning("deliver: route %s paused itself: %s", route.name, reason)
-        detail = {"reason": reason, "node": self.node, "relay": route.relay.address}
         now = self._clock.now()
+        names = set(self.routes)
 
-        def write() -> None:
-            with self._store.begin() as conn:
-                conn.execute(
-                    schema.audit_log.insert(),
-                    {
-                        "ts": now,
-                        "actor": "engine",
-                        "action": "route.auto_pause",
-                        "target": route.name,
-                        "count": handed_back,
-                        "detail": detail,
-                    },
-                )
+        def persist() -> None:
+            queues.pause(
+                self._store,
+                queues.Scope(kind="route", value=route.name),
+                actor="engine",
+                reason=f"{reason} (node {self.node}, relay {route.relay.address})",
+                now=now,
+                routes=names,
+                action="route.auto_pause",
+            )
 
-        async def audit() -> None:
+        async def write() -> None:
             try:
-                await self._run_blocking(write)
+                await self._run_blocking(persist)
             except Exception as exc:
-                log.error("deliver: cannot write the audit entry for route %s: %s", route.name, exc)
+                log.error("deliver: cannot persist the pause of route %s: %s", route.name, exc)
 
-        task = asyncio.create_task(audit(), name=f"audit-pause-{route.name}")
+        task = asyncio.create_task(write(), name=f"persist-pause-{route.name}")
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
+
+    async def _sync_route_pauses(self) -> None:
+        """Resume in memory the auto-paused routes whose persisted pause an operator lifted."""
+        auto = [route for route in self.routes.values() if route.paused and route.auto_paused]
+        if not auto or self._audits:  # a pause still being written counts as held
+            return
+        held = await self._run_blocking(lambda: queues.paused_routes(self._store))
+        for route in auto:
+            if route.name not in held:
+                log.info("deliver: route %s: its pause was lifted; resuming", route.name)
+                self.resume_route(route.name)
 
     # -- upkeep -----------------------------------------------------------------------------
 
@@ -429,6 +440,7 @@ class DeliveryService:
                 depth = await self._run_blocking(partial(self._ledger.due_count, self._clock.now()))
                 self._telemetry.gauge("queue_depth", depth)
                 self._telemetry.gauge("inflight", len(self._inflight))
+                await self._sync_route_pauses()
                 if time.monotonic() >= next_renew:
                     next_renew = time.monotonic() + tuning.renew_every
                     self._committer.renew(list(self._inflight))

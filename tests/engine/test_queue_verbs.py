@@ -282,3 +282,50 @@ async def test_drain_reroute_and_retry_now(node: Node) -> None:
         ("queues.resume", 0),
         ("queues.retry_now", 1),
     ]
+
+
+async def test_routes_list_and_set_rate_live(node: Node) -> None:
+    assert node.store is not None and node.nc is not None
+    store, nc = node.store, node.nc
+    delivery = node.components["delivery"]
+
+    async def call(verb: str, args: dict[str, Any] | None = None) -> Any:
+        return await request(nc, "q1", verb, args, actor="ops-cy")
+
+    listing = await call("routes.list")
+    (default,) = listing["routes"]
+    assert default["name"] == "default" and default["paused"] is False
+    assert "password" not in str(listing)
+
+    preview = await call("routes.set_rate", {"route": "default", "per_second": 5, "preview": True})
+    assert preview["after"]["rate"]["per_second"] == 5
+    assert delivery.route("default").limits.rate.per_second == 0  # a preview changes nothing
+
+    done = await call("routes.set_rate", {"route": "default", "per_second": 5, "per_minute": 200})
+    assert done["before"]["rate"]["per_second"] == 0
+    rate = delivery.route("default").limits.rate
+    assert (rate.per_second, rate.per_minute) == (5, 200)
+    await call("routes.set_rate", {"route": "default", "domain": "Gmail.com", "concurrency": 2})
+    rule = delivery.route("default").limits.domains["gmail.com"]
+    assert rule.concurrency == 2
+    assert delivery.route("default").limits.rate.per_second == 5  # the route rate is kept
+
+    for args, message in [
+        ({"route": "nope", "per_second": 1}, "no route named 'nope'"),
+        ({"route": "default", "per_second": -1}, r"per_second must be 0 \(no limit\)"),
+        ({"route": "default", "concurrency": 3}, "concurrency is per recipient domain"),
+        ({"route": "default"}, "give at least one of"),
+        ({"per_second": 1}, "route is required"),
+    ]:
+        with pytest.raises(ControlError, match=message):
+            await call("routes.set_rate", args)
+    assert delivery.route("default").limits.domains.keys() == {"gmail.com"}
+
+    with store.begin() as conn:
+        audits = conn.execute(
+            sa.select(schema.audit_log).where(schema.audit_log.c.action == "routes.set_rate")
+        ).all()
+    assert [(a.actor, a.target) for a in audits] == [
+        ("ops-cy", "route default"),
+        ("ops-cy", "route default domain gmail.com"),
+    ]

@@ -26,6 +26,7 @@ from deliver_support import (
 )
 
 from engine.clock import SystemClock
+from engine.deliver import queues
 from engine.deliver.limits import Adaptive, DomainRule, PauseRule, Rate, RouteLimits
 from engine.deliver.routes import RouteSpec
 from engine.store import Store, schema
@@ -306,20 +307,28 @@ async def test_route_pauses_itself_on_errors_keeps_intents_queued_and_resumes(
         await asyncio.sleep(0.5)  # claimed and handed back, more than once
         held = intent_row(store, waiting)
         await wait_for(lambda: bool(audit_rows(store)), what="the audit entry")
-        assert service.resume_route("esp") is True
-        assert service.resume_route("esp") is False
+        # The pause is persisted: every node's claim holds the route until an operator
+        # lifts it; then the route resumes in memory too.
+        assert queues.paused_routes(store) == {"esp"}
+        await asyncio.sleep(0.3)
+        assert service.routes["esp"].paused and intent_row(store, waiting)["status"] == "queued"
+        queues.resume(
+            store, queues.Scope(kind="route", value="esp"), actor="ops", reason="", now=clock.now()
+        )
         sent = await wait_status(store, waiting, {"sent"}, timeout=5)
+        assert not service.routes["esp"].paused
     finally:
         await service.stop()
         await server.stop()
     assert held["status"] == "queued" and held["attempts"] == 0
-    assert "route esp paused: error rate 100%" in held["reply"]
+    # Held by the persisted pause: never claimed, so never handed back and forth.
+    assert held["claimed_by"] is None
     assert sent["attempts"] == 1 and server.copies("ok-later@example.com") == 1
     assert telemetry.counters['route_auto_pauses_total{route="esp"}'] == 1
     assert telemetry.gauges['route_paused{route="esp"}'] == 0  # resumed
     assert telemetry.gauges['route_paused{route="default"}'] == 0
     (audit,) = audit_rows(store)
-    assert (audit.actor, audit.target) == ("engine", "esp")
+    assert (audit.actor, audit.target) == ("engine", "route=esp")
     assert "error rate" in audit.detail["reason"]
 
 
