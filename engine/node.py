@@ -172,6 +172,13 @@ class Node:
             self.store, self.clock, self.telemetry, bounce_domain=settings.sending.bounce_domain
         )
         self.components["feedback"] = feedback
+        if settings.feedback.imap_host:
+            from engine.feedback.imap import ImapPoller
+
+            poller = ImapPoller(settings.feedback, feedback, self.telemetry)
+            await poller.start()
+            self._stack.push_async_callback(poller.stop)
+            self.components["feedback_imap"] = poller
 
         if role in ("all", "http"):
             from engine.ingest.http import HttpService
