@@ -289,6 +289,11 @@ class Node:
         self.components["control"] = control
 
         self._tasks.append(asyncio.create_task(self._publish_metrics(), name="metrics"))
+        if role in ("all", "deliver"):
+            from engine.deliverability import publish_gauges
+
+            rates = publish_gauges(self.store, self.clock, self.telemetry)
+            self._tasks.append(asyncio.create_task(rates, name="deliverability"))
         if role in ("all", "decide"):
             from engine.retention import run_retention
 
