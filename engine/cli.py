@@ -104,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     shw.add_argument("id", metavar="ID")
     shw.add_argument("--raw", action="store_true", help="print the raw RFC 5322 message")
 
+    dkim = sub.add_parser("dkim", help="DKIM signing keys")
+    dkim_sub = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
+    keygen = dkim_sub.add_parser(
+        "keygen", help="make a signing key for DOMAIN and print the DNS TXT record to publish"
+    )
+    _common(keygen)
+    keygen.add_argument("domain", metavar="DOMAIN", help="the sending (From) domain")
+    keygen.add_argument("selector", metavar="SELECTOR", help="e.g. s2026")
+    keygen.add_argument(
+        "--out",
+        metavar="FILE",
+        help="private key file to write (mode 0600; default <data_dir>/dkim/DOMAIN.SELECTOR.pem)",
+    )
+    keygen.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
+
     demo = sub.add_parser("demo", help="publish simulated shop traffic to a running engine")
     _common(demo)
     demo.add_argument("--rate", type=float, default=50.0, metavar="N", help="events per second")
@@ -201,6 +216,9 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.inbox_command == "list":
             return commands.inbox_list(settings, limit=args.limit, search=args.search)
         return commands.inbox_show(settings, args.id, raw=args.raw)
+    if args.command == "dkim":
+        out = Path(args.out) if args.out else None
+        return commands.dkim_keygen(settings, args.domain, args.selector, out=out, bits=args.bits)
     if args.command == "demo":
         return int(
             _run_async(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -52,6 +53,9 @@ def _toml_value(value: Any) -> str:
     raise TypeError(type(value).__name__)
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def to_toml(data: dict[str, Any], prefix: str = "") -> str:
     """A small TOML writer for the settings (tables of scalars and nested tables)."""
     scalars = [(k, v) for k, v in data.items() if not isinstance(v, dict)]
@@ -61,7 +65,9 @@ def to_toml(data: dict[str, Any], prefix: str = "") -> str:
         out.append(f"[{prefix}]")
     out += [f"{k} = {_toml_value(v)}" for k, v in scalars]
     for key, table in tables:
-        name = f"{prefix}.{key}" if prefix else key
+        # A key that is not a bare key (a DKIM domain has dots) is quoted, or it would nest.
+        bare = key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
+        name = f"{prefix}.{bare}" if prefix else bare
         if out:
             out.append("")
         out.append(to_toml(table, name).rstrip("\n"))
@@ -426,3 +432,39 @@ def _export_table(store: Store, table: sa.Table, order: Any, path: Path, label: 
                 _progress(label, done, started)
     _progress(label, done, started, final=True)
     return done
+
+
+# ---------------------------------------------------------------- dkim keygen
+
+
+def dkim_keygen(
+    settings: Settings, domain: str, selector: str, *, out: Path | None = None, bits: int = 2048
+) -> int:
+    """Write a new private key (mode 0600, never over an existing file) and print the DNS
+    record to publish and the settings that use the key. The key itself is not printed."""
+    import os
+
+    from engine.signing import dns_name, generate_key
+
+    domain = domain.strip().lower().rstrip(".")
+    pem, record = generate_key(domain, selector, bits)
+    path = out or settings.data_path / "dkim" / f"{domain}.{selector}.pem"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists already; choose another --out or selector") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    # Zone files hold at most 255 characters per quoted string; DNS joins them.
+    chunks = " ".join(f'"{record[i : i + 255]}"' for i in range(0, len(record), 255))
+    print(f"Private key written to {path} (mode 0600). Keep it secret.")
+    print()
+    print("Publish this DNS TXT record:")
+    print(f"{dns_name(domain, selector)}. IN TXT ( {chunks} )")
+    print()
+    print("And add to the engine's settings:")
+    print(f'[dkim."{domain}"]')
+    print(f'selector = "{selector}"')
+    print(f'key = "file:{path}"')
+    return 0

@@ -172,6 +172,33 @@ class SendingSettings:
     unsubscribe_mailto: str = "unsubscribe@shop.example"
 
 
+IMAP_TLS_MODES = ("implicit", "starttls", "none")
+IMAP_AFTER = ("seen", "move", "delete")
+
+
+@dataclass
+class FeedbackSettings:
+    """Bounces and complaints fetched from an IMAP mailbox (``imap_host`` empty: not polled).
+
+    The password is never in the settings: it is read from the OS keyring, service
+    ``imap_keyring_service``, user name ``imap_user``.
+    """
+
+    imap_host: str = ""
+    imap_port: int = 0  # 0: 993 for implicit TLS, 143 otherwise
+    imap_tls: str = "implicit"  # implicit | starttls | none (none: loopback test servers only)
+    imap_verify: bool = True  # validate the server certificate and host name
+    imap_ca_file: str = ""  # extra CA certificates (PEM) to trust, e.g. a private CA
+    imap_user: str = ""
+    imap_keyring_service: str = "campaign-console-imap"
+    imap_folder: str = "INBOX"
+    imap_after: str = "seen"  # seen | move | delete: what happens to a processed message
+    imap_move_to: str = "Processed"  # the folder for imap_after = "move"
+    imap_interval: float = 60.0  # seconds between polls
+    imap_batch: int = 100  # messages fetched per poll at most
+    imap_timeout: float = 30.0  # seconds for connecting and for each command
+
+
 @dataclass
 class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
@@ -186,6 +213,11 @@ class Settings:
     shop: ShopSettings = field(default_factory=ShopSettings)
     # Named routes: {"esp": RouteSettings(...)}; workflows pick one on each send step.
     routes: dict[str, RouteSettings] = field(default_factory=dict)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+    # DKIM keys per sending domain: {"shop.example": {"selector": "s2026",
+    # "key": "file:/etc/campaign/dkim/shop.example.pem"}}; "key" says where the private key
+    # is (file: or keyring:), never the key itself. Empty: mail is not signed.
+    dkim: dict[str, dict[str, str]] = field(default_factory=dict)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -322,6 +354,9 @@ def _apply(settings: Settings, data: dict[str, Any], source: str) -> None:
                 flat = params.get("params", params)
                 settings.workflows.setdefault(wf, {}).update(flat)
             continue
+        if section == "dkim":
+            _apply_dkim(settings, values, source)
+            continue
         target = getattr(settings, section, None)
         if target is None or not dataclasses.is_dataclass(target):
             raise ConfigError(f"{source}: unknown section [{section}]")
@@ -332,6 +367,30 @@ def _apply(settings: Settings, data: dict[str, Any], source: str) -> None:
             if key not in names:
                 raise ConfigError(f"{source}: unknown setting {section}.{key}")
             setattr(target, key, _coerce(section, key, getattr(target, key), raw))
+
+
+DKIM_KEYS = frozenset({"selector", "key"})
+
+
+def _apply_dkim(settings: Settings, values: Any, source: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: [dkim] must be a table of sending domains")
+    for domain, entry in values.items():
+        where = f'{source}: [dkim."{domain}"]'
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a table with selector and key")
+        unknown = sorted(set(entry) - DKIM_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown setting {unknown[0]} (expected selector, key)")
+        missing = sorted(DKIM_KEYS - set(entry))
+        if missing:
+            raise ConfigError(f"{where}: {missing[0]} is required")
+        if not all(isinstance(v, str) and v.strip() for v in entry.values()):
+            raise ConfigError(f"{where}: selector and key must be non-empty strings")
+        settings.dkim[str(domain).strip().lower().rstrip(".")] = {
+            "selector": entry["selector"].strip(),
+            "key": entry["key"].strip(),
+        }
 
 
 def load_settings(
@@ -358,7 +417,7 @@ def load_settings(
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
-        if not key or section == "workflows":
+        if not key or section in ("workflows", "dkim"):
             continue
         env_data.setdefault(section, {})[key] = value
     if "routes" in env_data:
@@ -397,6 +456,23 @@ def validate(settings: Settings) -> None:
         ("inbox.listen", settings.inbox.listen),
     ):
         parse_hostport(value, name)
+    feedback = settings.feedback
+    if feedback.imap_tls not in IMAP_TLS_MODES:
+        raise ConfigError(
+            f"feedback.imap_tls: expected implicit, starttls or none, got {feedback.imap_tls!r}"
+        )
+    if feedback.imap_after not in IMAP_AFTER:
+        raise ConfigError(
+            f"feedback.imap_after: expected seen, move or delete, got {feedback.imap_after!r}"
+        )
+    if feedback.imap_host and not feedback.imap_user:
+        raise ConfigError("feedback.imap_user: required when feedback.imap_host is set")
+    if not 0 <= feedback.imap_port <= 65535:
+        raise ConfigError(f"feedback.imap_port: out of range: {feedback.imap_port}")
+    if feedback.imap_interval <= 0 or feedback.imap_timeout <= 0 or feedback.imap_batch < 1:
+        raise ConfigError(
+            "feedback: imap_interval and imap_timeout must be positive, imap_batch at least 1"
+        )
     if settings.smtp.url and not settings.smtp.url.startswith(("smtp://", "smtps://")):
         raise ConfigError(
             f"smtp.url: expected smtp://HOST:PORT or smtps://HOST:PORT, got {settings.smtp.url!r}"

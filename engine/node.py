@@ -173,6 +173,13 @@ class Node:
             self.store, self.clock, self.telemetry, bounce_domain=settings.sending.bounce_domain
         )
         self.components["feedback"] = feedback
+        if settings.feedback.imap_host:
+            from engine.feedback.imap import ImapPoller
+
+            poller = ImapPoller(settings.feedback, feedback, self.telemetry)
+            await poller.start()
+            self._stack.push_async_callback(poller.stop)
+            self.components["feedback_imap"] = poller
 
         if role in ("all", "http"):
             from engine.ingest.http import HttpService
@@ -316,6 +323,11 @@ class Node:
         self.components["control"] = control
 
         self._tasks.append(asyncio.create_task(self._publish_metrics(), name="metrics"))
+        if role in ("all", "deliver"):
+            from engine.deliverability import publish_gauges
+
+            rates = publish_gauges(self.store, self.clock, self.telemetry)
+            self._tasks.append(asyncio.create_task(rates, name="deliverability"))
         if role in ("all", "decide"):
             from engine.retention import run_retention
 

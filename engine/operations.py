@@ -76,6 +76,11 @@ def register_operations(control: ControlServer, node: Node) -> None:
 
         return await asyncio.to_thread(query)
 
+    async def deliverability_summary(args: dict[str, Any], actor: str) -> Any:
+        from engine.deliverability import summary
+
+        return await asyncio.to_thread(summary, store(), node.clock.now())
+
     async def audit_list(args: dict[str, Any], actor: str) -> Any:
         limit = _limit(args)
         text = str(args.get("search") or "")
@@ -260,6 +265,7 @@ def register_operations(control: ControlServer, node: Node) -> None:
         "ping": ping,
         "metrics": metrics,
         "ledger.summary": ledger_summary,
+        "deliverability.summary": deliverability_summary,
         "audit.list": audit_list,
         "dead_letters.list": dead_letters_list,
         "dead_letters.discard": dead_letters_discard,

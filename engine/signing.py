@@ -26,9 +26,11 @@ the key nor anything derived from it appears in a repr, an error message or a lo
 from __future__ import annotations
 
 import base64
+import logging
 import re
+import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,12 +45,17 @@ __all__ = [
     "DkimKey",
     "DkimSigner",
     "SigningError",
+    "check_key_file",
     "dns_name",
     "generate_key",
     "key_file_loader",
     "keyring_loader",
     "loader_from_setting",
+    "public_record",
+    "signer_from_settings",
 ]
+
+log = logging.getLogger(__name__)
 
 # The order of h=; each is signed once when present, From twice (oversigned).
 SIGNED_HEADERS = (
@@ -145,6 +152,56 @@ def loader_from_setting(value: str) -> Callable[[], bytes | str]:
     if not path:
         raise SigningError("the DKIM key setting is empty")
     return key_file_loader(path)
+
+
+def check_key_file(path: str | Path) -> None:
+    """Refuse a key file others can read or write, or its group can write; warn when its
+    group can read it (a dedicated group, as OpenDKIM setups use, is a legitimate choice).
+
+    The path is named in the error; the key never is.
+    """
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError as exc:
+        raise SigningError(f"cannot read the DKIM key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise SigningError(f"the DKIM key file {path} is not a regular file")
+    if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
+        raise SigningError(
+            f"the DKIM key file {path} is accessible to other users (mode "
+            f"{stat.S_IMODE(mode):04o}); run: chmod 600 {path}"
+        )
+    if mode & stat.S_IRGRP:
+        log.warning(
+            "the DKIM key file %s is readable by its group (mode %04o)", path, stat.S_IMODE(mode)
+        )
+
+
+def signer_from_settings(dkim: Mapping[str, Mapping[str, str]]) -> DkimSigner | None:
+    """The signer for the ``[dkim."<domain>"]`` settings (``selector``, ``key``), or None when
+    no domain is configured. Key files are checked (``check_key_file``) and every key is
+    loaded and parsed now, so a missing or bad key stops the start, not a send."""
+    keys: list[DkimKey] = []
+    for domain, entry in sorted(dkim.items()):
+        location = entry["key"].strip()
+        if not location.startswith("keyring:") and not location.startswith("-----BEGIN"):
+            check_key_file(location[5:] if location.startswith("file:") else location)
+        keys.append(DkimKey.load(domain, entry["selector"], loader_from_setting(location)))
+    return DkimSigner(keys) if keys else None
+
+
+def public_record(private_pem: bytes) -> str:
+    """The DNS TXT record value (``v=DKIM1; k=rsa; p=...``) for an RSA private key."""
+    try:
+        private = serialization.load_pem_private_key(private_pem, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise SigningError("not a readable, unencrypted PEM private key") from None
+    if not isinstance(private, rsa.RSAPrivateKey):
+        raise SigningError("not an RSA key (rsa-sha256 is used)")
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -348,7 +405,4 @@ def generate_key(domain: str, selector: str, bits: int = 2048) -> tuple[bytes, s
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    public = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode("ascii")
+    return pem, public_record(pem)

@@ -1,7 +1,8 @@
 """From a claimed intent to a message on its way: send-time checks, render context, MIME, envelope.
 
 Pure apart from the clock value passed in: no I/O, so it runs on the event loop between
-network reads (about 0.2 ms per message for a cached template).
+network reads (about 0.2 ms per message for a cached template, plus about 0.6 ms for the
+RSA-2048 operation of a DKIM signature when ``[dkim]`` keys are configured).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from engine.deliver.smtp import stuff
 from engine.errors import HeaderInvalid
 from engine.mime import build_message, envelope_address, make_message_id, parse_address
 from engine.render import Renderer
+from engine.signing import DkimSigner
 from engine.unsubscribe import UnsubscribeTokens
 
 log = logging.getLogger(__name__)
@@ -134,15 +136,23 @@ def render_context(
 
 
 class Composer:
-    """Renders and builds the message for one claimed intent."""
+    """Renders, builds and (with a ``signer``) DKIM-signs the message for one claimed intent."""
 
-    def __init__(self, renderer: Renderer, tokens: UnsubscribeTokens, identity: Identity) -> None:
+    def __init__(
+        self,
+        renderer: Renderer,
+        tokens: UnsubscribeTokens,
+        identity: Identity,
+        signer: DkimSigner | None = None,
+    ) -> None:
         self.renderer = renderer
         self.tokens = tokens
         self.identity = identity
+        self.signer = signer
 
     def compose(self, intent: ClaimedIntent, contact: ContactRow | None, now: float) -> Job:
-        """Render, build and address one message; ``RenderError`` or ``HeaderInvalid`` if not."""
+        """Render, build, sign and address one message; ``RenderError``, ``HeaderInvalid`` or
+        ``SigningError`` (no key for the From domain) if not."""
         ident = self.identity
         url = f"{ident.public_url}/u/{self.tokens.make(intent.contact_id, intent.to_addr)}"
         context = render_context(intent, contact, unsubscribe_url=url, shop=ident.shop)
@@ -164,6 +174,9 @@ class Composer:
             list_unsubscribe_mailto=ident.unsubscribe_mailto if marketing else None,
             list_id=ident.list_id if marketing else None,
         )
+        if self.signer is not None:
+            # Signed per attempt: a retry has a new Date, so a new signature (same Message-ID).
+            message = self.signer.sign(message, now=now)
         sender = f"bounce+{intent.id}@{ident.bounce_domain}"
         recipient = envelope_address(intent.to_addr)
         if not sender.isascii() or any(c in sender for c in "<> \r\n"):

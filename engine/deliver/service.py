@@ -40,6 +40,7 @@ from engine.deliver.routes import DEFAULT_ROUTE, RouteSpec, route_specs
 from engine.deliver.smtp import TransactionResult
 from engine.errors import HeaderInvalid, RenderError, StoreError, TemplateInvalid
 from engine.render import Renderer
+from engine.signing import SigningError, signer_from_settings
 from engine.store import Store
 from engine.telemetry import Telemetry
 from engine.unsubscribe import UnsubscribeTokens
@@ -84,7 +85,14 @@ class DeliveryService:
         # ``shop`` fills the render context's "shop" (name, url, address); default: the display
         # name of sending.from_address.
         identity = Identity.from_settings(settings.sending, public_url=public_url, shop=shop)
-        self._composer = Composer(renderer, tokens, identity)
+        # Keys are loaded and parsed here: a missing or unsafe key stops the start.
+        signer = signer_from_settings(settings.dkim)
+        if signer is not None and signer.key_for(identity.message_id_domain) is None:
+            raise SigningError(
+                f"no DKIM key for the sending domain {identity.message_id_domain!r} of "
+                f"sending.from_address (keys for: {', '.join(signer.domains)})"
+            )
+        self._composer = Composer(renderer, tokens, identity, signer)
         self._committer = GroupCommitter(
             self._ledger,
             run_blocking=self._run_blocking,
@@ -313,7 +321,7 @@ class DeliveryService:
                 started = time.perf_counter()
                 try:
                     job = self._composer.compose(intent, batch.contacts.get(intent.contact_id), now)
-                except (RenderError, TemplateInvalid, HeaderInvalid) as exc:
+                except (RenderError, TemplateInvalid, HeaderInvalid, SigningError) as exc:
                     outcome = outcomes.failed(intent, str(exc), now)
                 except Exception as exc:  # a bug must fail one intent, not the worker
                     log.exception("deliver: composing intent %s failed", intent.id)

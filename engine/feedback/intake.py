@@ -3,6 +3,10 @@
 - ``handle_mail``: a message that arrived by SMTP (the capture inbox's ``on_message`` hook).
   Only messages for the bounce domain are looked at; a report that does not parse is logged in
   one line and counted, never raised into the SMTP server (the sender already got its 250).
+- ``handle_report``: a message fetched from a mailbox (the IMAP poller), where there is no
+  envelope: the report's own headers (To, Delivered-To, X-Original-To) and the original
+  message's Return-Path and Message-ID tie it to its intent. Invalid reports are counted and
+  logged, never raised.
 - ``handle_webhook``: an ESP webhook body (SES, SendGrid, Postmark) the HTTP layer has already
   authenticated; a body that does not parse raises ``FeedbackInvalid`` naming what was wrong.
 
@@ -74,6 +78,18 @@ class FeedbackIntake:
         except FeedbackInvalid as exc:
             self._telemetry.count("feedback_invalid_total", source="mail")
             log.warning("feedback: refused a report mailed to %s: %s", recipients[0][:200], exc)
+            return None
+        return await self._apply(items)
+
+    async def handle_report(self, raw: bytes, *, source: str = "imap") -> FeedbackResult | None:
+        """Apply a report fetched from a mailbox; None when it does not parse (counted as
+        ``feedback_invalid_total{source}``). Store errors are raised: the caller keeps the
+        message to try again."""
+        try:
+            items = parse_mail(raw)
+        except FeedbackInvalid as exc:
+            self._telemetry.count("feedback_invalid_total", source=source)
+            log.warning("feedback: refused a report from %s: %s", source, exc)
             return None
         return await self._apply(items)
 
