@@ -14,7 +14,9 @@ telemetry and, every few seconds, the store, and checks five rules:
   waiting for their retry time are not late. Two indexed ``ORDER BY ... LIMIT 1`` lookups on
   ``ix_intents_status_next``, every ``queue_age_every`` seconds.
 - ``relay_down``: the gauge ``route_down{route}`` is 1 (one alert per route).
-- ``route_paused``: the gauge ``route_paused{route}`` is 1 (one alert per route).
+- ``route_paused``: the gauge ``route_paused{route}`` is 1 (one alert per route). The deliver
+  stage sets it for any pause, its own (auto-pause on relay errors) or an operator's, so the
+  alert says "paused" without guessing who paused it.
 
 Hysteresis: an alert fires once its value has stayed above the threshold for the rule's
 ``for_seconds``; a firing alert resolves once the value has stayed at or below
@@ -87,7 +89,7 @@ RULE_INFO: dict[str, RuleInfo] = {
     "error_rate": RuleInfo("Error rate (failed, bounced, uncertain)", "ratio", "failing", False),
     "queue_age": RuleInfo("Oldest due email waiting", "s", "degraded", False),
     "relay_down": RuleInfo("Relay unreachable", "", "failing", True),
-    "route_paused": RuleInfo("Route paused automatically", "", "paused", True),
+    "route_paused": RuleInfo("Route paused", "", "paused", True),
 }
 
 
@@ -599,7 +601,7 @@ def _message(rule: AlertRule, value: float, labels: Mapping[str, str]) -> str:
     if rule.name == "relay_down":
         return f"Relay for route {route or '?'} is unreachable"
     if rule.name == "route_paused":
-        return f"Route {route or '?'} was paused automatically"
+        return f"Route {route or '?'} is paused: its emails wait until it resumes"
     return (
         f"{info.title} is {format_value(rule.name, value)}, "
         f"above {format_value(rule.name, rule.threshold)}"

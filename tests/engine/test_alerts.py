@@ -194,6 +194,7 @@ async def test_relay_down_and_auto_paused_per_route(harness: Harness, store: Sto
     assert active["relay_down route=relay-a"]["labels"] == {"route": "relay-a"}
     assert active["relay_down route=relay-a"]["message"] == "Relay for route relay-a is unreachable"
     assert active["route_paused route=relay-b"]["severity"] == "paused"
+    assert active["route_paused route=relay-b"]["message"].startswith("Route relay-b is paused")
     # relay-a comes back; relay-b's gauge disappears altogether: both resolve after 5 s.
     t.gauge("route_down", 0, route="relay-a")
     del t.gauges['route_paused{route="relay-b"}']
