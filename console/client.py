@@ -68,9 +68,14 @@ class EngineClient(QObject):
             appears or its staleness flips (see ``is_stale``).
         stale_changed(str, bool): a node stopped (True) or resumed (False) reporting metrics
             for more than ``STALE_AFTER_S`` seconds.
+        alert_event(str, dict): an engine fired or resolved an alert, as it happened
+            (``"fired"``/``"resolved"``, the alert); published on ``alerts.<node>``.
+        alerts_changed(): the set of active alerts changed (see ``active_alerts``).
     """
 
     metrics_received = Signal(str, dict)
+    alert_event = Signal(str, dict)
+    alerts_changed = Signal()
     connection_changed = Signal(str)
     nodes_changed = Signal(list)
     stale_changed = Signal(str, bool)
@@ -93,6 +98,8 @@ class EngineClient(QObject):
         self._state = DISCONNECTED
         self._last_seen: dict[str, float] = {}  # node -> time.monotonic() of its last snapshot
         self._stale: set[str] = set()
+        self._alerts: dict[str, list[dict[str, Any]]] = {}  # node -> its active alerts
+        self._alert_sub: Subscription | None = None
         self._stale_timer = QTimer(self)
         self._stale_timer.setInterval(500)
         self._stale_timer.timeout.connect(self._check_stale)
@@ -155,13 +162,17 @@ class EngineClient(QObject):
         # Once connected, an operations console keeps trying to get back: never give up.
         self._nc.options["max_reconnect_attempts"] = -1
         self._sub = await self._nc.subscribe("metrics.>", cb=self._on_metrics)
+        self._alert_sub = await self._nc.subscribe("alerts.>", cb=self._on_alert)
         self._stale_timer.start()
         self._set_state(CONNECTED)
 
     async def stop_intake(self) -> None:
         """Stop taking in snapshots (first step of shutdown); requests still work."""
-        sub, self._sub = self._sub, None
-        if sub is not None:
+        subs = (self._sub, self._alert_sub)
+        self._sub = self._alert_sub = None
+        for sub in subs:
+            if sub is None:
+                continue
             try:
                 await sub.unsubscribe()
             except (nats.errors.Error, OSError):
@@ -171,7 +182,7 @@ class EngineClient(QObject):
         """Drain the connection (pending requests finish, subscriptions end) and close it."""
         self._stale_timer.stop()
         nc, self._nc = self._nc, None
-        self._sub = None
+        self._sub = self._alert_sub = None
         if nc is None or nc.is_closed:
             self._set_state(DISCONNECTED)
             return
@@ -206,6 +217,7 @@ class EngineClient(QObject):
         """Take one snapshot as if it had arrived on NATS (also used by tests and replays)."""
         node = str(snapshot["node"])
         self.model.ingest(snapshot)
+        self._take_alerts(node, snapshot.get("alerts"))
         is_new = node not in self._last_seen
         self._last_seen[node] = time.monotonic()
         if node in self._stale:
@@ -215,6 +227,44 @@ class EngineClient(QObject):
         elif is_new:
             self.nodes_changed.emit(self.nodes())
         self.metrics_received.emit(node, snapshot)
+
+    # ---------------------------------------------------------------- alerts
+
+    async def _on_alert(self, msg: Msg) -> None:
+        try:
+            body = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            log.debug("unreadable alert on %s", msg.subject)
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("alert"), dict):
+            return
+        event, alert = str(body.get("event") or ""), body["alert"]
+        node = str(alert.get("node") or msg.subject.partition(".")[2])
+        current = [a for a in self._alerts.get(node, []) if a.get("id") != alert.get("id")]
+        if event == "fired":
+            current.append(alert)
+        self._take_alerts(node, current)
+        self.alert_event.emit(event, alert)
+
+    def _take_alerts(self, node: str, alerts: Any) -> None:
+        """The active alerts of ``node`` (from its snapshot or an alert message)."""
+        if not isinstance(alerts, list):
+            return  # an engine without alerting says nothing either way
+        kept = [a for a in alerts if isinstance(a, dict) and a.get("id")]
+        before = self._alerts.get(node, [])
+        self._alerts[node] = kept
+        if [a["id"] for a in before] != [a["id"] for a in kept]:
+            self.alerts_changed.emit()
+
+    def active_alerts(self) -> list[dict[str, Any]]:
+        """Every active alert of every node still reporting, oldest first."""
+        alerts = [
+            alert
+            for node, node_alerts in self._alerts.items()
+            if node not in self._stale
+            for alert in node_alerts
+        ]
+        return sorted(alerts, key=lambda a: float(a.get("since") or 0.0))
 
     def _check_stale(self) -> None:
         now = time.monotonic()

@@ -2,7 +2,10 @@
 
 Pages come from the registry in ``console.pages`` and are built the first time they are shown;
 slots without a page show an empty state saying what will be there. Health pills and the alert
-banner are recomputed once a second from ``client.model`` and the connection state.
+banner are recomputed once a second from ``client.model`` and the connection state, and at once
+when an engine fires or resolves an alert. The banner shows the console's own problems (NATS
+lost, engines silent) first, else the most urgent alert the engines report (``engine/alerts.py``
+evaluates the rules; the console only shows them).
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ from PySide6.QtWidgets import (
 )
 
 from console import pages as page_registry
+from console.alerts import ACTIONS, AlertNotifier, banner_words, most_urgent, severity
 from console.client import CONNECTED, CONNECTING, RECONNECTING, EngineClient
 from console.errors import describe
-from console.metrics_model import ALL, Metric
+from console.metrics_model import Metric
 from console.operations import Operation
 from widgets import theme
 from widgets.banner import AlertBanner
 from widgets.confirm import ConfirmImpactDialog
 from widgets.empty_state import EmptyState
-from widgets.format import format_count, format_percent
+from widgets.format import format_count
 from widgets.nav_rail import NavRail
 from widgets.status_pill import StatusPill
 from widgets.theme import Status
@@ -346,6 +350,8 @@ class MainWindow(QMainWindow):
         outer.addWidget(top_rule)
         outer.addLayout(body, 1)
         self.setCentralWidget(central)
+        self.notifier = AlertNotifier(client, central)
+        self._alert_pages: dict[str, str] = {}
         # Offscreen and some platforms warn when a shown window's minimum size changes later
         # (a page built on first visit); the window's size is the user's anyway.
         for layout in (self.layout(), outer):
@@ -364,6 +370,7 @@ class MainWindow(QMainWindow):
         self._health_timer.start()
         client.connection_changed.connect(self._on_connection_changed)
         client.nodes_changed.connect(lambda _nodes: self.refresh_health())
+        client.alerts_changed.connect(self.refresh_health)
 
         self.resize(QSize(1440, 900))
         self.rail.set_current("live")
@@ -433,6 +440,7 @@ class MainWindow(QMainWindow):
             (f"page:{spec.key}", f"Go to {spec.label}", spec.icon)
             for spec in self._page_specs.values()
         ]
+        commands.append(("page:settings", "Alert rules\u2026", "mdi6.bell-cog-outline"))
         if self._pause_verb is not None:
             commands.append(("pause", "Pause all sending\u2026", "mdi6.pause-octagon-outline"))
         dialog = CommandPalette(commands, self)
@@ -561,7 +569,7 @@ class MainWindow(QMainWindow):
         return Status.HEALTHY, label
 
     def _refresh_alert(self, state: str, nodes: list[str], fresh: list[str]) -> None:
-        key, text, status, action = "", "", Status.FAILING, ""
+        key, text, status, action, tooltip = "", "", Status.FAILING, "", ""
         url = self.client.url
         if state == RECONNECTING:
             key, text = "nats", f"Lost the connection to NATS at {url}; reconnecting\u2026"
@@ -575,29 +583,31 @@ class MainWindow(QMainWindow):
             age = self.client.seconds_since(stale[0])
             text = f"No metrics from {', '.join(stale)} for {_seconds(age)}."
         else:
-            errors = self.client.model.latest(Metric.ERROR_RATIO, ALL)
-            if not math.isnan(errors) and errors >= ERROR_ALERT_RATIO:
-                key, status = "errors", Status.FAILING if errors >= 0.2 else Status.DEGRADED
-                text = (
-                    f"Error rate {format_percent(errors)} over the last "
-                    f"{self.client.model.ratio_window_s:g} s (failed, bounced or uncertain sends)."
-                )
-                action = "Open Queues"
+            alerts = self.client.active_alerts()
+            top = most_urgent(alerts)
+            if top is not None:
+                key, status = f"alert:{top.get('id')}", severity(top)
+                text, tooltip = banner_words(alerts)
+                action, page = ACTIONS.get(str(top.get("rule")), ("", ""))
+                self._alert_pages[key] = page
         if not key:
             self._dismissed_alert = ""
             self.banner.clear()
+            self.banner.setToolTip("")
             return
         # Stale alerts change wording every second; dismissal is by kind, not by text.
         if key == self._dismissed_alert:
             return
         self.banner.show_alert(text, status, action=action, key=key)
+        self.banner.setToolTip(tooltip)
 
     def _on_alert_dismissed(self, key: str) -> None:
         self._dismissed_alert = key
 
     def _on_alert_action(self, key: str) -> None:
-        if key == "errors":
-            self.show_page("queues")
+        page = self._alert_pages.get(key)
+        if page:
+            self.show_page(page)
 
     # ---------------------------------------------------------------- pause all sending
 
@@ -646,6 +656,7 @@ class MainWindow(QMainWindow):
     def stop_timers(self) -> None:
         """Stop every timer of the window and its pages (first step of shutdown)."""
         self._health_timer.stop()
+        self.notifier.hide()
         for page in self._pages.values():
             if hasattr(page, "page_hidden"):
                 page.page_hidden()

@@ -200,6 +200,29 @@ class FeedbackSettings:
 
 
 @dataclass
+class AlertSettings:
+    """Alert rules (engine/alerts.py): fire above a threshold held for a while, resolve below
+    ``threshold * (1 - hysteresis)`` held for ``clear_for``. Changed live with alerts.set_rule."""
+
+    enabled: bool = True
+    check_every: float = 1.0  # seconds between evaluations
+    window: float = 30.0  # seconds of telemetry behind the latency p99 and the error rate
+    hysteresis: float = 0.2  # resolve once 20% below the threshold ...
+    clear_for: float = 30.0  # ... for this many seconds
+    latency_p99: float = 5.0  # seconds, event received to SMTP accepted
+    latency_p99_for: float = 60.0
+    error_rate: float = 0.05  # (failed + bounced + uncertain) / attempted
+    error_rate_for: float = 60.0
+    error_rate_min_attempts: int = 20  # fewer attempts in the window: no verdict
+    queue_age: float = 600.0  # seconds the oldest due, unclaimed email has waited
+    queue_age_for: float = 0.0
+    queue_age_every: float = 5.0  # seconds between the (indexed) store look-ups
+    relay_down_for: float = 10.0  # route_down{route} = 1 for this long
+    route_paused_for: float = 0.0  # route_paused{route} = 1 for this long
+    recent: int = 50  # resolved alerts kept for alerts.list
+
+
+@dataclass
 class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -218,6 +241,7 @@ class Settings:
     # "key": "file:/etc/campaign/dkim/shop.example.pem"}}; "key" says where the private key
     # is (file: or keyring:), never the key itself. Empty: mail is not signed.
     dkim: dict[str, dict[str, str]] = field(default_factory=dict)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -473,6 +497,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             "feedback: imap_interval and imap_timeout must be positive, imap_batch at least 1"
         )
+    validate_alerts(settings.alerts)
     if settings.smtp.url and not settings.smtp.url.startswith(("smtp://", "smtps://")):
         raise ConfigError(
             f"smtp.url: expected smtp://HOST:PORT or smtps://HOST:PORT, got {settings.smtp.url!r}"
@@ -481,6 +506,33 @@ def validate(settings: Settings) -> None:
     from engine.deliver.routes import check_settings
 
     check_settings(settings)
+
+
+def validate_alerts(alerts: AlertSettings) -> None:
+    """Alert settings in range, with the setting's name in the error."""
+    if not 0 <= alerts.hysteresis < 1:
+        raise ConfigError(f"alerts.hysteresis: expected 0 <= h < 1, got {alerts.hysteresis!r}")
+    if not 0 < alerts.error_rate <= 1:
+        raise ConfigError(
+            f"alerts.error_rate: expected a fraction in (0, 1], got {alerts.error_rate!r}"
+        )
+    for name in ("check_every", "window", "latency_p99", "queue_age", "queue_age_every"):
+        value = getattr(alerts, name)
+        if value <= 0:
+            raise ConfigError(f"alerts.{name}: expected a number above 0, got {value!r}")
+    for name in (
+        "clear_for",
+        "latency_p99_for",
+        "error_rate_for",
+        "queue_age_for",
+        "relay_down_for",
+        "route_paused_for",
+    ):
+        value = getattr(alerts, name)
+        if value < 0:
+            raise ConfigError(f"alerts.{name}: expected 0 or more seconds, got {value!r}")
+    if alerts.recent < 1:
+        raise ConfigError(f"alerts.recent: expected 1 or more, got {alerts.recent!r}")
 
 
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:

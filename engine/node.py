@@ -314,6 +314,22 @@ class Node:
             self.components["decide"] = decide
             self.components["timers"] = timers
 
+        # Alerts after the stages (their telemetry exists) and before the control API serves
+        # alerts.*; stopped before the stages so a shutdown does not read as an outage.
+        from engine.alerts import AlertService
+
+        alerts = AlertService(
+            settings=settings.alerts,
+            telemetry=self.telemetry,
+            clock=self.clock,
+            node=node,
+            store=self.store,
+            nc=self.nc,
+        )
+        await alerts.start()
+        self._stack.push_async_callback(alerts.stop)
+        self.components["alerts"] = alerts
+
         control = ControlServer(self.nc, node)
         from engine.operations import register_operations
 
@@ -371,6 +387,9 @@ class Node:
                 continue
             snapshot = self.telemetry.snapshot()
             snapshot["health"] = self.health()
+            alerts = self.components.get("alerts")
+            if alerts is not None:
+                snapshot["alerts"] = alerts.active()
             try:
                 await nc.publish(subject, orjson.dumps(snapshot, option=orjson.OPT_NON_STR_KEYS))
             except (OSError, ConnectionError, TimeoutError, nats_errors.Error):

@@ -15,6 +15,7 @@ from engine.control import ControlError, ControlServer
 from engine.store import Store, schema
 
 if TYPE_CHECKING:
+    from engine.alerts import AlertService
     from engine.node import Node
 
 
@@ -261,6 +262,23 @@ def register_operations(control: ControlServer, node: Node) -> None:
         task = demo_state.get("task")
         return {"running": task is not None and not task.done(), "rate": demo_state.get("rate", 0)}
 
+    def alerts() -> AlertService:
+        service = node.components.get("alerts")
+        if service is None:
+            raise ControlError("alerting is not running on this node")
+        return service  # type: ignore[no-any-return]
+
+    async def alerts_list(args: dict[str, Any], actor: str) -> Any:
+        service = alerts()
+        return {"active": service.active(), "recent": service.recent()}
+
+    async def alerts_rules(args: dict[str, Any], actor: str) -> Any:
+        service = alerts()
+        return {"rules": service.rules_list(), "enabled": service.settings.enabled}
+
+    async def alerts_set_rule(args: dict[str, Any], actor: str) -> Any:
+        return await alerts().set_rule(args, actor)
+
     for verb, handler in {
         "ping": ping,
         "metrics": metrics,
@@ -275,6 +293,9 @@ def register_operations(control: ControlServer, node: Node) -> None:
         "demo.start": demo_start,
         "demo.stop": demo_stop,
         "demo.status": demo_status,
+        "alerts.list": alerts_list,
+        "alerts.rules": alerts_rules,
+        "alerts.set_rule": alerts_set_rule,
     }.items():
         control.register(verb, handler)
 

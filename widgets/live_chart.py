@@ -189,10 +189,15 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         return float(x0), float(x1)
 
     # -- drawing ---------------------------------------------------------------------------
-    def refresh(self, now: float | None = None) -> None:
-        """Redraw: follow now (unless frozen), feed curves, fit y, update legend and readout."""
+    def refresh(self, now: float | None = None, *, follow: bool = True) -> None:
+        """Redraw: follow now (unless frozen), feed curves, fit y, update legend and readout.
+
+        ``follow=False`` leaves the x range alone: a chart whose x axis is linked to one that
+        has just followed now is already there (setting it again costs a round of linked
+        range updates on every chart of the group).
+        """
         self._now = time.time() if now is None else now
-        if not self._frozen:
+        if follow and not self._frozen:
             self._set_x_range(self._now - self._window, self._now)
         x0, x1 = self.x_range()
         moved = self._last_x_range != (x0, x1)
@@ -471,7 +476,8 @@ class ChartGroup(QObject):
     def refresh(self, now: float | None = None) -> None:
         """Redraw every chart (and refresher) for time ``now`` (default: the clock)."""
         now = self._clock() if now is None else now
-        for chart in self._charts:
-            chart.refresh(now)
+        # The first chart follows now; the others are x-linked to it and follow with it.
+        for index, chart in enumerate(self._charts):
+            chart.refresh(now, follow=index == 0)
         for refresh in self._extra:
             refresh(now)

@@ -182,6 +182,7 @@ def register_builtin_pages() -> None:
         "mdi6.email-remove-outline",
         "console.pages.dead_letters:DeadLettersPage",
     )
+    register_page("settings", "Settings", "mdi6.cog-outline", "console.pages.settings:SettingsPage")
 
 
 def pages() -> list[PageSpec]:

@@ -38,8 +38,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.client import CONNECTED, EngineClient
+from console.client import EngineClient
 from console.operations import Operation
+from console.pages.polling import PollingPage
 from widgets import theme
 from widgets.empty_state import EmptyState
 from widgets.format import format_age, format_count
@@ -259,17 +260,17 @@ def audit_cells(row: dict[str, Any]) -> list[Cell]:
     ]
 
 
-class AuditPage(QWidget):
+class AuditPage(PollingPage):
     """The Audit page (see the module docstring). Built with ``AuditPage(client)``.
 
     Signals: none of its own.
     """
 
+    refresh_ms = REFRESH_MS
+
     def __init__(self, client: EngineClient, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.client = client
+        super().__init__(client, parent)
         self.all_rows: list[dict[str, Any]] = []
-        self._list_op: Operation[Any] | None = None
         self._answered = False
 
         title = QLabel("Audit")
@@ -372,35 +373,24 @@ class AuditPage(QWidget):
         layout.addLayout(header)
         layout.addWidget(self.states, 1)
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.refresh)
-
     # ---------------------------------------------------------------- page hooks
 
-    def page_shown(self) -> None:
-        self._timer.start()
+    def on_shown(self) -> None:
         self.freshness.start()
-        self.refresh()
 
-    def page_hidden(self) -> None:
-        self._timer.stop()
+    def on_hidden(self) -> None:
         self.freshness.stop()
         self._search_delay.stop()
 
     # ---------------------------------------------------------------- data
 
-    def refresh(self) -> None:
-        """Ask for the log again (skipped while a request is on its way)."""
-        if self._list_op is not None and not self._list_op.done():
-            return
-        if self.client.state != CONNECTED:
-            return
+    def request_list(self) -> Operation[Any]:
+        """Ask for the log (``refresh()`` calls this; see ``PollingPage``)."""
         query = self.search.text().strip()
         args: dict[str, Any] = {"limit": LIST_LIMIT}
         if query:
             args["search"] = query
-        self._list_op = (
+        return (
             Operation(self, lambda: self.client.request("audit.list", args), label="Audit")
             .success(lambda rows: self.set_rows(rows, query))
             .run()

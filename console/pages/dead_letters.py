@@ -13,7 +13,7 @@ import base64
 import json
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QFormLayout,
@@ -27,9 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.client import CONNECTED, EngineClient
+from console.client import EngineClient
 from console.operations import Operation, show_message
 from console.pages.audit import Cell, Freshness, RecordTable, local_time, monospace, utc_time
+from console.pages.polling import PollingPage
 from widgets import theme
 from widgets.confirm import ConfirmImpactDialog
 from widgets.empty_state import EmptyState
@@ -79,17 +80,17 @@ def dead_letter_cells(row: dict[str, Any]) -> list[Cell]:
     ]
 
 
-class DeadLettersPage(QWidget):
+class DeadLettersPage(PollingPage):
     """The Dead letters page (see the module docstring). ``DeadLettersPage(client)``.
 
     Signals: none of its own.
     """
 
+    refresh_ms = REFRESH_MS
+
     def __init__(self, client: EngineClient, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.client = client
+        super().__init__(client, parent)
         self.status = "open"
-        self._list_op: Operation[Any] | None = None
         self._action_op: Operation[Any] | None = None
         self.dialog: ConfirmImpactDialog | None = None
 
@@ -196,10 +197,6 @@ class DeadLettersPage(QWidget):
         layout.setSpacing(8)
         layout.addLayout(header)
         layout.addWidget(self.states, 1)
-
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.refresh)
         self._on_selection([])
 
     def _ink(self) -> Any:
@@ -207,13 +204,10 @@ class DeadLettersPage(QWidget):
 
     # ---------------------------------------------------------------- page hooks
 
-    def page_shown(self) -> None:
-        self._timer.start()
+    def on_shown(self) -> None:
         self.freshness.start()
-        self.refresh()
 
-    def page_hidden(self) -> None:
-        self._timer.stop()
+    def on_hidden(self) -> None:
         self.freshness.stop()
 
     # ---------------------------------------------------------------- list
@@ -226,16 +220,10 @@ class DeadLettersPage(QWidget):
         self.table.set_rows([])
         self.refresh(force=True)
 
-    def refresh(self, force: bool = False) -> None:
-        """Ask for the list again (unless a request is on its way and ``force`` is False)."""
-        if self._list_op is not None and not self._list_op.done():
-            if not force:
-                return
-            self._list_op.cancel()
-        if self.client.state != CONNECTED:
-            return
+    def request_list(self) -> Operation[Any]:
+        """Ask for the dead letters of the status shown (see ``PollingPage.refresh``)."""
         status = self.status
-        self._list_op = (
+        return (
             Operation(
                 self,
                 lambda: self.client.request(

@@ -42,9 +42,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.client import CONNECTED, EngineClient
+from console.client import EngineClient
 from console.errors import describe
 from console.operations import Operation, show_message
+from console.pages.polling import PollingPage
 from widgets import theme
 from widgets.empty_state import EmptyState
 from widgets.format import format_age, format_bytes
@@ -260,18 +261,18 @@ class HtmlView(QWidget):
 # ------------------------------------------------------------------------------- page
 
 
-class InboxPage(QWidget):
+class InboxPage(PollingPage):
     """The Inbox page (see the module docstring). Built with ``InboxPage(client)``.
 
     Signals: none of its own.
     """
 
+    refresh_ms = REFRESH_MS
+
     def __init__(self, client: EngineClient, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.client = client
+        super().__init__(client, parent)
         self.entries: list[dict[str, Any]] = []
         self.message: ParsedMessage | None = None
-        self._list_op: Operation[Any] | None = None
         self._show_op: Operation[Any] | None = None
         self._shown_id: str | None = None
         self._loaded_at: float | None = None
@@ -365,9 +366,6 @@ class InboxPage(QWidget):
         layout.addLayout(header)
         layout.addWidget(self.states, 1)
 
-        self._timer = QTimer(self)
-        self._timer.setInterval(REFRESH_MS)
-        self._timer.timeout.connect(self.refresh)
         self._age_timer = QTimer(self)
         self._age_timer.setInterval(1000)
         self._age_timer.timeout.connect(self._show_age)
@@ -425,30 +423,22 @@ class InboxPage(QWidget):
 
     # ---------------------------------------------------------------- page hooks
 
-    def page_shown(self) -> None:
-        """Refresh now and every 2 s while visible."""
-        self._timer.start()
+    def on_shown(self) -> None:
         self._age_timer.start()
-        self.refresh()
 
-    def page_hidden(self) -> None:
-        self._timer.stop()
+    def on_hidden(self) -> None:
         self._age_timer.stop()
         self._search_delay.stop()
 
     # ---------------------------------------------------------------- list
 
-    def refresh(self) -> None:
-        """Ask for the list again (skipped while a request is still on its way)."""
-        if self._list_op is not None and not self._list_op.done():
-            return
-        if self.client.state != CONNECTED:
-            return
+    def request_list(self) -> Operation[Any]:
+        """Ask for the list (every 2 s while visible; see ``PollingPage.refresh``)."""
         args: dict[str, Any] = {"limit": LIST_LIMIT}
         query = self.search.text().strip()
         if query:
             args["search"] = query
-        self._list_op = (
+        return (
             Operation(self, lambda: self.client.request("inbox.list", args), label="Inbox")
             .success(lambda rows: self.set_entries(rows, query))
             .run()

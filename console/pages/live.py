@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QSpinBox,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -61,6 +62,7 @@ from widgets.theme import Status
 log = logging.getLogger(__name__)
 
 DEMO_RATE = 50
+MAX_DEMO_RATE = 20_000  # what demo.start accepts
 DEFAULT_WINDOW_S = 60.0
 SLOW_REFRESH_MS = 1000
 TREND_POINTS = 60
@@ -316,6 +318,7 @@ class LivePage(QWidget):
         self._pushed: dict[str, float] = {}
         self._demo_running: bool | None = None
         self._demo_op: Operation[Any] | None = None
+        self._demo_rate_running: int | None = None
         self._stage_keys: list[tuple[str, str]] = list(DEFAULT_STAGES)
 
         self.group = ChartGroup(DEFAULT_WINDOW_S, parent=self)
@@ -333,8 +336,21 @@ class LivePage(QWidget):
         self.controls = ChartControls(self.group)
         self.freshness_icon = QLabel()
         self.freshness = QLabel("no data yet")
+        self.demo_rate = QSpinBox()
+        self.demo_rate.setRange(1, MAX_DEMO_RATE)
+        self.demo_rate.setValue(DEMO_RATE)
+        self.demo_rate.setSuffix(" events/s")
+        self.demo_rate.setGroupSeparatorShown(True)
+        self.demo_rate.setAccelerated(True)
+        self.demo_rate.setKeyboardTracking(False)
+        self.demo_rate.setAccessibleName("Demo traffic rate")
+        self.demo_rate.setToolTip(
+            "How many simulated shop events a second demo traffic publishes; changing it while"
+            " the demo runs applies it at once"
+        )
+        self.demo_rate.valueChanged.connect(self._on_demo_rate_changed)
         self.demo_button = QPushButton("Start demo traffic")
-        self.demo_button.setToolTip(f"Publish a simulated shop's events at {DEMO_RATE} events/s")
+        self.demo_button.setToolTip("Publish a simulated shop's events at the rate beside")
         self.demo_button.clicked.connect(self._toggle_demo)
 
         header = QHBoxLayout()
@@ -347,6 +363,7 @@ class LivePage(QWidget):
         header.addWidget(self.freshness_icon)
         header.addWidget(self.freshness)
         header.addSpacing(8)
+        header.addWidget(self.demo_rate)
         header.addWidget(self.demo_button)
 
         # -- states: waiting for an engine / no events yet / the dashboard -------------------
@@ -680,6 +697,7 @@ class LivePage(QWidget):
             target = self.empty
         # In the empty state its own button is the one obvious action.
         self.demo_button.setVisible(target is not self.empty)
+        self.demo_rate.setVisible(target is not self.empty)
         if self.states.currentWidget() is not target:
             self.states.setCurrentWidget(target)
             if target is self.dashboard:
@@ -709,17 +727,22 @@ class LivePage(QWidget):
     # ---------------------------------------------------------------- demo traffic
 
     def start_demo(self) -> Operation[Any]:
-        """Ask the engine for demo traffic at ``DEMO_RATE`` events/s."""
+        """Ask the engine for demo traffic at the rate chosen (``DEMO_RATE`` events/s at first);
+        while it runs, this changes its rate."""
         self.empty.set_action("Starting demo traffic\u2026", enabled=False)
         self.demo_button.setEnabled(False)
+        rate = self.demo_rate.value()
+        changing = bool(self._demo_running)
 
         def started(result: Any) -> None:
             self._set_demo_running(True)
-            self._show(f"Demo traffic started: {DEMO_RATE} events/s.", "healthy")
+            self._demo_rate_running = rate
+            verb = "rate changed to" if changing else "started:"
+            self._show(f"Demo traffic {verb} {rate:,} events/s.", "healthy")
 
         op = Operation(
             self,
-            lambda: self.client.request("demo.start", {"rate": DEMO_RATE}),
+            lambda: self.client.request("demo.start", {"rate": rate}),
             label="Start demo traffic",
         ).success(started)
         op.signals.finished.connect(self._demo_finished)
@@ -739,7 +762,14 @@ class LivePage(QWidget):
     def refresh_demo_status(self) -> None:
         def got(result: Any) -> None:
             if isinstance(result, dict):
-                self._set_demo_running(bool(result.get("running")))
+                running = bool(result.get("running"))
+                self._set_demo_running(running)
+                rate = result.get("rate")
+                if running and isinstance(rate, int | float) and 1 <= rate <= MAX_DEMO_RATE:
+                    self._demo_rate_running = round(rate)
+                    self.demo_rate.blockSignals(True)
+                    self.demo_rate.setValue(round(rate))
+                    self.demo_rate.blockSignals(False)
 
         Operation(self, lambda: self.client.request("demo.status", timeout=3)).success(got).failure(
             lambda exc: log.debug("demo.status failed: %s", exc)
@@ -749,6 +779,11 @@ class LivePage(QWidget):
         if self._demo_running:
             self.stop_demo()
         else:
+            self.start_demo()
+
+    def _on_demo_rate_changed(self, rate: int) -> None:
+        busy = self._demo_op is not None and not self._demo_op.done()
+        if self._demo_running and not busy and rate != self._demo_rate_running:
             self.start_demo()
 
     def _demo_finished(self) -> None:

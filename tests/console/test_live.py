@@ -195,3 +195,35 @@ def test_stale_figures_show_their_age_in_amber(
         assert "No metrics from any engine" in console.banner.text()
 
     run(qloop, scenario())
+
+
+def test_demo_traffic_at_a_chosen_rate(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, console: MainWindow, engine: StackConnection
+) -> None:
+    page = live_page(console)
+    client = console.client
+
+    async def scenario() -> None:
+        await wait_until(lambda: client.nodes() == [engine.node], timeout=10)
+        if (await client.request("demo.status"))["running"]:
+            await client.request("demo.stop")
+        page.refresh_demo_status()
+        await wait_until(lambda: page._demo_running is False, timeout=10)
+        await wait_until(lambda: page.demo_button.isEnabled(), timeout=10)
+        page.demo_rate.setValue(30)
+        qtbot.mouseClick(page.demo_button, Qt.MouseButton.LeftButton)
+        await wait_until(lambda: page._demo_running is True, timeout=10)
+        status = await client.request("demo.status")
+        assert status == {"running": True, "rate": 30.0}
+        # Changing the rate while it runs applies it at once.
+        await wait_until(lambda: page.demo_button.isEnabled(), timeout=10)
+        page.demo_rate.setValue(45)
+        await wait_until(lambda: console.messages.text().endswith("45 events/s."), timeout=10)
+        assert (await client.request("demo.status"))["rate"] == 45.0
+        await wait_until(lambda: page.demo_button.isEnabled(), timeout=10)
+        assert page.demo_button.text() == "Stop demo traffic"
+        qtbot.mouseClick(page.demo_button, Qt.MouseButton.LeftButton)
+        await wait_until(lambda: page._demo_running is False, timeout=10)
+        assert (await client.request("demo.status"))["running"] is False
+
+    run(qloop, scenario(), timeout=60)
