@@ -18,6 +18,7 @@ Safety rules, because header values carry contact data:
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import re
 import time
@@ -321,12 +322,16 @@ _RISKY_START = (b".", b"From ")
 _WHITESPACE = (b" ", b"\t")
 
 
+@functools.lru_cache(maxsize=8192)
 def _encode_line(line: bytes) -> bytes:
     """One line of text (escapes done) as quoted-printable lines joined by CRLF.
 
     A line starting with "." or "From " gets that start encoded (``=2E``, ``=46``). In a line
     long enough to be wrapped every "." and "From " is encoded, since any of them may land at
     the start of a wrapped line: cheaper than looking for the ones that do.
+
+    Cached: a template's long lines (inline CSS, table markup) are the same in every message
+    built from it, and only the few personalized ones change.
     """
     if line.endswith(_WHITESPACE):  # trailing whitespace would be stripped in transit
         line = line[:-1] + _HEX[line[-1]]

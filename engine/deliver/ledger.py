@@ -86,6 +86,15 @@ _OUTCOME_UPDATE = (
     )
 )
 
+# The same update on SQLite's DBAPI cursor (see Ledger.commit): positional, in this order.
+_LITE_OUTCOME_UPDATE = (
+    "UPDATE intents SET status = ?, attempts = ?, reply = coalesce(?, reply), "
+    "next_attempt_at = coalesce(?, next_attempt_at), rendered_at = coalesce(?, rendered_at), "
+    "message_id = coalesce(?, message_id), dot_at = ?, accepted_at = ?, finished_at = ?, "
+    "claimed_by = ?, lease_until = NULL "
+    f"WHERE id = ? AND claimed_by = ? AND status IN ('{CLAIMED}', '{SENDING}', '{UNCERTAIN}')"
+)
+
 
 @dataclass(slots=True)
 class Recovery:
@@ -330,14 +339,34 @@ class Ledger:
                     continue
                 found = conn.execute(self._mark_dots, {**params, "b_ids": list(chunk)})
                 marked.update(found.scalars())
-            if outcomes:
+            if outcomes and self._lite:  # Core's per-row parameter handling was most of it
+                lite.run_many(conn, _LITE_OUTCOME_UPDATE, [self._lite_row(o) for o in outcomes])
+            elif outcomes:
                 conn.execute(_OUTCOME_UPDATE, [self._outcome_params(o) for o in outcomes])
+            if outcomes:
                 bounced = {o.suppress_address.lower(): o for o in outcomes if o.suppress_address}
                 if bounced:
                     self._suppress(conn, bounced, now)
             for chunk in _chunks(renew):
                 conn.execute(self._renew, {**params, "b_ids": list(chunk)})
         return marked
+
+    def _lite_row(self, o: Outcome) -> tuple[Any, ...]:
+        final = o.status not in (QUEUED, DEFERRED)
+        return (
+            o.status,
+            o.attempts,
+            o.reply[:4000] if o.reply else o.reply,
+            o.next_attempt_at,
+            o.rendered_at,
+            o.message_id,
+            o.dot_at,
+            o.accepted_at,
+            o.finished_at,
+            self.owner if final else None,
+            o.intent_id,
+            self.owner,
+        )
 
     def _outcome_params(self, o: Outcome) -> dict[str, Any]:
         final = o.status not in (QUEUED, DEFERRED)
