@@ -683,6 +683,56 @@ def drain(
 # -- changes to pending intents ----------------------------------------------------------------
 
 
+def _touch(
+    conn: Connection, where: tuple[Any, ...], values: dict[str, Any], *, preview: bool
+) -> list[dict[str, Any]]:
+    """Per-queue counts of the pending intents ``where`` selects; unless ``preview``, also
+    update them with ``values`` in the same statement (the count is the count changed)."""
+    if preview:
+        return _count_by_queue(conn, *where)
+    rows = conn.execute(
+        sa.update(schema.intents).where(*where).values(**values).returning(_I.workflow_id, _I.route)
+    ).all()
+    return _by_queue(rows)
+
+
+def _bulk_result(
+    conn: Connection,
+    *,
+    action: str,
+    preview: bool,
+    queues: list[dict[str, Any]],
+    summary: str,
+    actor: str,
+    target: str,
+    now: float,
+    detail: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The reply of a bulk verb, and (unless a preview) its audit row in the same transaction."""
+    count = _total(queues)
+    result: dict[str, Any] = {
+        "action": action,
+        "preview": preview,
+        "changed": not preview and count > 0,
+        "count": count,
+        "queues": queues,
+        **(extra or {}),
+        "summary": summary,
+    }
+    if not preview:
+        result["audit_id"] = _audit(
+            conn,
+            actor=actor,
+            action=action,
+            target=target,
+            count=count,
+            detail={**detail, "queues": queues[:50]},
+            now=now,
+        )
+    return result
+
+
 def reroute(
     store: Store,
     *,
@@ -715,17 +765,11 @@ def reroute(
             # rather than let a draining route take on new work.
             raise QueueControlError(f"route {to_route} is draining; resume it first")
         where = (_I.status.in_(PENDING), *selection.where())
-        if preview:
-            queues = _count_by_queue(conn, *where)
-        else:
-            moved = conn.execute(
-                sa.update(schema.intents)
-                .where(*where)
-                .values(route=to_route)
-                .returning(_I.workflow_id, _I.route)
-            ).all()
-            # RETURNING gives the new route: name the queues they left.
-            queues = _by_queue((w, from_route) for w, _ in moved)
+        # Counted by the queues they leave (RETURNING would give the new route).
+        queues = [
+            {**q, "route": from_route}
+            for q in _touch(conn, where, {"route": to_route}, preview=preview)
+        ]
         count = _total(queues)
         slice_label = Selection(workflow=selection.workflow, domain=selection.domain).label
         of = "" if slice_label == "all queues" else f" ({slice_label})"
@@ -733,33 +777,23 @@ def reroute(
         summary = f"{verb} {_intents(count)} from {from_route} to {to_route}{of}"
         if target is not None:
             summary += f"; route {to_route} is paused, they wait there"
-        result: dict[str, Any] = {
-            "action": "queues.reroute",
-            "preview": preview,
-            "changed": not preview and count > 0,
-            "count": count,
-            "queues": queues,
-            "from_route": from_route,
-            "to_route": to_route,
-            "summary": summary,
-        }
-        if not preview:
-            result["audit_id"] = _audit(
-                conn,
-                actor=actor,
-                action="queues.reroute",
-                target=f"{from_route}->{to_route} {selection.target}",
-                count=count,
-                detail={
-                    "reason": reason,
-                    "from_route": from_route,
-                    "to_route": to_route,
-                    "selection": selection.to_dict(),
-                    "queues": queues[:50],
-                },
-                now=now,
-            )
-    return result
+        return _bulk_result(
+            conn,
+            action="queues.reroute",
+            preview=preview,
+            queues=queues,
+            summary=summary,
+            actor=actor,
+            target=f"{from_route}->{to_route} {selection.target}",
+            now=now,
+            detail={
+                "reason": reason,
+                "from_route": from_route,
+                "to_route": to_route,
+                "selection": selection.to_dict(),
+            },
+            extra={"from_route": from_route, "to_route": to_route},
+        )
 
 
 def retry_now(
@@ -774,38 +808,19 @@ def retry_now(
     """Make deferred intents due now: same intent (so the same Message-ID), same attempts."""
     where = (_I.status == DEFERRED, _I.next_attempt_at > now, *selection.where())
     with store.begin() as conn:
-        if preview:
-            queues = _count_by_queue(conn, *where)
-        else:
-            rows = conn.execute(
-                sa.update(schema.intents)
-                .where(*where)
-                .values(next_attempt_at=now)
-                .returning(_I.workflow_id, _I.route)
-            ).all()
-            queues = _by_queue(rows)
-        count = _total(queues)
+        queues = _touch(conn, where, {"next_attempt_at": now}, preview=preview)
         verb = "Retry" if preview else "Retrying"
-        summary = f"{verb} {_intents(count, 'deferred')} now ({selection.label})"
-        result: dict[str, Any] = {
-            "action": "queues.retry_now",
-            "preview": preview,
-            "changed": not preview and count > 0,
-            "count": count,
-            "queues": queues,
-            "summary": summary,
-        }
-        if not preview:
-            result["audit_id"] = _audit(
-                conn,
-                actor=actor,
-                action="queues.retry_now",
-                target=selection.target,
-                count=count,
-                detail={"reason": reason, "selection": selection.to_dict(), "queues": queues[:50]},
-                now=now,
-            )
-    return result
+        return _bulk_result(
+            conn,
+            action="queues.retry_now",
+            preview=preview,
+            queues=queues,
+            summary=f"{verb} {_intents(_total(queues), 'deferred')} now ({selection.label})",
+            actor=actor,
+            target=selection.target,
+            now=now,
+            detail={"reason": reason, "selection": selection.to_dict()},
+        )
 
 
 def cancel(
@@ -822,43 +837,25 @@ def cancel(
         raise QueueControlError("a reason is required to cancel intents")
     where = (_I.status.in_(PENDING), *selection.where())
     reply = f"cancelled by {actor}: {reason}"[:4000]
+    values = {
+        "status": CANCELLED,
+        "reply": reply,
+        "finished_at": now,
+        "claimed_by": None,
+        "lease_until": None,
+    }
     with store.begin() as conn:
-        if preview:
-            queues = _count_by_queue(conn, *where)
-        else:
-            rows = conn.execute(
-                sa.update(schema.intents)
-                .where(*where)
-                .values(
-                    status=CANCELLED,
-                    reply=reply,
-                    finished_at=now,
-                    claimed_by=None,
-                    lease_until=None,
-                )
-                .returning(_I.workflow_id, _I.route)
-            ).all()
-            queues = _by_queue(rows)
-        count = _total(queues)
+        queues = _touch(conn, where, values, preview=preview)
         verb = "Cancel" if preview else "Cancelled"
-        summary = f"{verb} {_intents(count, 'pending')} ({selection.label}): {reason}"
-        result: dict[str, Any] = {
-            "action": "queues.cancel",
-            "preview": preview,
-            "changed": not preview and count > 0,
-            "count": count,
-            "queues": queues,
-            "reason": reason,
-            "summary": summary,
-        }
-        if not preview:
-            result["audit_id"] = _audit(
-                conn,
-                actor=actor,
-                action="queues.cancel",
-                target=selection.target,
-                count=count,
-                detail={"reason": reason, "selection": selection.to_dict(), "queues": queues[:50]},
-                now=now,
-            )
-    return result
+        return _bulk_result(
+            conn,
+            action="queues.cancel",
+            preview=preview,
+            queues=queues,
+            summary=f"{verb} {_intents(_total(queues), 'pending')} ({selection.label}): {reason}",
+            actor=actor,
+            target=selection.target,
+            now=now,
+            detail={"reason": reason, "selection": selection.to_dict()},
+            extra={"reason": reason},
+        )
