@@ -150,9 +150,15 @@ class Composer:
         self.identity = identity
         self.signer = signer
 
-    def compose(self, intent: ClaimedIntent, contact: ContactRow | None, now: float) -> Job:
+    def compose(
+        self, intent: ClaimedIntent, contact: ContactRow | None, now: float, *, sign: bool = True
+    ) -> Job:
         """Render, build, sign and address one message; ``RenderError``, ``HeaderInvalid`` or
-        ``SigningError`` (no key for the From domain) if not."""
+        ``SigningError`` (no key for the From domain) if not.
+
+        ``sign=False`` with a signer: the job comes back with ``unsigned`` set and no body, for
+        :meth:`sign_job` to finish on a worker thread (the RSA operation releases the GIL).
+        """
         ident = self.identity
         url = f"{ident.public_url}/u/{self.tokens.make(intent.contact_id, intent.to_addr)}"
         context = render_context(intent, contact, unsubscribe_url=url, shop=ident.shop)
@@ -174,9 +180,14 @@ class Composer:
             list_unsubscribe_mailto=ident.unsubscribe_mailto if marketing else None,
             list_id=ident.list_id if marketing else None,
         )
+        unsigned = None
         if self.signer is not None:
-            # Signed per attempt: a retry has a new Date, so a new signature (same Message-ID).
-            message = self.signer.sign(message, now=now)
+            if sign:
+                # Signed per attempt: a retry has a new Date, so a new signature (same
+                # Message-ID).
+                message = self.signer.sign(message, now=now)
+            else:
+                unsigned = message
         sender = f"bounce+{intent.id}@{ident.bounce_domain}"
         recipient = envelope_address(intent.to_addr)
         if not sender.isascii() or any(c in sender for c in "<> \r\n"):
@@ -185,8 +196,17 @@ class Composer:
             intent=intent,
             sender=sender,
             recipient=recipient,
-            body=stuff(message),
+            body=b"" if unsigned is not None else stuff(message),
             message_id=message_id,
             rendered_at=now,
             eight_bit=not message.isascii(),
+            unsigned=unsigned,
         )
+
+    def sign_job(self, job: Job) -> Job:
+        """Sign a job composed with ``sign=False`` (thread-safe: only reads the signer)."""
+        if job.unsigned is None or self.signer is None:
+            return job
+        job.body = stuff(self.signer.sign(job.unsigned, now=job.rendered_at))
+        job.unsigned = None
+        return job

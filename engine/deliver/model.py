@@ -107,6 +107,7 @@ class Job:
     dot_at: float | None = None  # set once the dot marker is committed
     dot_written: bool = False  # the final dot was handed to the socket
     data_started: float = 0.0  # perf_counter at DATA, for stage_seconds{stage="smtp"}
+    unsigned: bytes | None = None  # the built message awaiting its DKIM signature (then body)
 
 
 @dataclass(slots=True)
