@@ -27,11 +27,44 @@ from engine.natsserver import die_with_parent
 log = logging.getLogger(__name__)
 
 
+_RATE_KEYS = ("per_second", "burst", "domain_per_second")
+_COUNT_KEYS = ("per_minute", "per_hour", "domain_per_minute", "domain_per_hour")
+_SHARED_COUNTS = ("connections", "domain_concurrency", "concurrency")
+
+
+def _share(values: dict[str, Any], n: int) -> None:
+    """Give one of ``n`` processes its share of every limit in ``values`` (in place)."""
+    for key, value in values.items():
+        if not value or isinstance(value, bool) or not isinstance(value, int | float):
+            continue  # 0: no limit
+        if key in _RATE_KEYS:
+            values[key] = value / n
+        elif key in _COUNT_KEYS or key in _SHARED_COUNTS:
+            values[key] = max(1, int(value) // n)
+
+
 def child_settings(
-    settings: Settings, *, index: int, nats_url: str, nats_token: str, relay_url: str
+    settings: Settings,
+    *,
+    index: int,
+    nats_url: str,
+    nats_token: str,
+    relay_url: str,
+    count: int = 1,
 ) -> dict[str, Any]:
-    """The settings of deliver process ``index``: the parent's, pointed at its services."""
+    """The settings of deliver process ``index`` of ``count``: the parent's, pointed at its
+    services, with 1/count of every route's rate and concurrency limit and connection pool, so
+    that together the processes keep to the limits the operator set (a limit smaller than
+    ``count`` becomes 1 per process, the only way above it)."""
     data = settings.to_dict(redact=False)
+    if count > 1:
+        data["smtp"]["connections"] = max(1, int(data["smtp"]["connections"]) // count)
+        for route in data.get("routes", {}).values():
+            _share(route, count)
+            for rule in route.get("domains", {}).values():
+                rule_values = dict(rule)
+                _share(rule_values, count)
+                rule.update(rule_values)
     data["engine"].update(
         role="deliver", node=f"{settings.engine.node}-deliver{index}", deliver_processes=0
     )
@@ -61,6 +94,7 @@ class DeliverProcesses:
                 nats_url=self.nats_url,
                 nats_token=self.nats_token,
                 relay_url=self.relay_url,
+                count=self.count,
             )
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine", "run", "--settings-stdin"],

@@ -138,3 +138,35 @@ async def test_the_node_sends_through_its_deliver_processes_and_stops_them(node:
     await node.stop()
     assert children.procs == []
     assert all(proc.returncode == 0 for proc in procs)  # stopped cleanly, and reaped
+
+
+def test_each_process_gets_its_share_of_the_route_limits(tmp_path: Path) -> None:
+    parent = load_settings(
+        None,
+        environ={},
+        overrides={
+            "engine": {"data_dir": str(tmp_path), "deliver_processes": 2},
+            "smtp": {"connections": 16},
+            "routes": {
+                "esp": {
+                    "host": "relay.example",
+                    "per_second": 100,
+                    "per_hour": 9001,
+                    "connections": 8,
+                    "domain_concurrency": 1,
+                    "domains": {"gmail.com": {"concurrency": 4, "per_second": 20}},
+                }
+            },
+        },
+    )
+    data = child_settings(
+        parent, index=1, nats_url="nats://x:1", nats_token="t", relay_url="smtp://x:25", count=2
+    )
+    child = settings_from_data(data, "test")
+    esp = child.routes["esp"]
+    assert (esp.per_second, esp.per_hour, esp.connections) == (50, 4500, 4)
+    assert esp.domain_concurrency == 1  # below the process count: one each
+    assert esp.per_minute == 0  # no limit stays no limit
+    assert esp.domains["gmail.com"] == {"concurrency": 2, "per_second": 10}
+    assert child.smtp.connections == 8
+    assert parent.routes["esp"].per_second == 100  # the parent's settings are untouched
