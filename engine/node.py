@@ -249,6 +249,7 @@ class Node:
             children.start()
             # Stopped before the inbox (pushed earlier), so their last sends still land.
             self._stack.push_async_callback(children.stop)
+            await children.wait_ready(self.nc)
             self.components["deliver_processes"] = children
         elif role in ("all", "deliver"):
             from engine.deliver.credentials import load_password

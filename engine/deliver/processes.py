@@ -19,9 +19,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
 import orjson
+from nats.aio.client import Client as NatsClient
 
 from engine.config import Settings
+from engine.control import ControlError, request
+from engine.errors import EngineError
 from engine.natsserver import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -107,6 +111,33 @@ class DeliverProcesses:
             proc.stdin.close()
             self.procs.append(proc)
             log.info("started deliver process %s (pid %d)", data["engine"]["node"], proc.pid)
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"{self.settings.engine.node}-deliver{i}" for i in range(1, self.count + 1)]
+
+    async def wait_ready(self, nc: NatsClient, timeout: float = 60.0) -> None:
+        """Until every child answers ``ping`` on the control API (it is then delivering);
+        ``EngineError`` if one exits first or the time runs out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waiting = dict(zip(self.nodes, self.procs, strict=True))
+        while waiting:
+            for node, proc in list(waiting.items()):
+                if proc.poll() is not None:
+                    raise EngineError(
+                        f"deliver process {node} exited with code {proc.returncode} while "
+                        "starting (its log is above)"
+                    )
+                try:
+                    await request(nc, node, "ping", timeout=0.5)
+                except (ControlError, nats.errors.Error):
+                    continue
+                del waiting[node]
+            if waiting and loop.time() > deadline:
+                raise EngineError(
+                    f"deliver processes {', '.join(waiting)} did not start in {timeout:g} s"
+                )
 
     def alive(self) -> int:
         return sum(1 for proc in self.procs if proc.poll() is None)
