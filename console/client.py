@@ -100,6 +100,7 @@ class EngineClient(QObject):
         self._stale: set[str] = set()
         self._alerts: dict[str, list[dict[str, Any]]] = {}  # node -> its active alerts
         self._alert_sub: Subscription | None = None
+        self._control_node: str | None = None  # the node mutating verbs went to last
         self._stale_timer = QTimer(self)
         self._stale_timer.setInterval(500)
         self._stale_timer.timeout.connect(self._check_stale)
@@ -339,6 +340,38 @@ class EngineClient(QObject):
                 verb=verb,
             )
         return reply.get("result")
+
+    def control_node(self) -> str | None:
+        """The one node to send queue verbs to: the last one used while it still reports,
+        else the first fresh node, else any node seen (None: no node has reported yet)."""
+        fresh = self.fresh_nodes()
+        if self._control_node in fresh:
+            return self._control_node
+        if fresh:
+            return fresh[0]
+        nodes = self.nodes()
+        if self._control_node in nodes or (self._control_node and not nodes):
+            return self._control_node
+        return nodes[0] if nodes else None
+
+    async def request_one(
+        self, verb: str, args: dict[str, Any] | None = None, timeout: float = 5
+    ) -> Any:
+        """Send ``verb`` to exactly one node (see ``control_node``) and return its result.
+
+        Queue controls live in the store, so any one node answers for all of them; on
+        ``control.all`` every node would run a mutating verb (docs/CONTRACTS.md, "Queue
+        control"). Before any node has reported metrics, a ``ping`` (whoever answers) names
+        one.
+        """
+        node = self.control_node()
+        if node is None:
+            pong = await self.request("ping", timeout=timeout)
+            node = str(pong.get("node") or "") if isinstance(pong, dict) else ""
+            if not node:
+                raise ControlRefused("the engine did not say its node name", verb=verb)
+        self._control_node = node
+        return await self.request(verb, args, node=node, timeout=timeout)
 
     async def request_each(
         self,

@@ -52,8 +52,12 @@ from widgets.theme import Status
 
 log = logging.getLogger(__name__)
 
-PAUSE_VERBS = ("sending.pause", "queues.pause_all")
+PAUSE_VERBS = ("sending.pause",)
 """Control verbs that pause all sending; the button is enabled when an engine offers one."""
+RESUME_VERB = "sending.resume"
+SENDING_CHECK_MS = 5000
+"""How often the window asks whether sending is paused while the Queues page is not shown
+(that page's own once-a-second listing tells it otherwise)."""
 PAUSE_UNAVAILABLE = "Needs the queue control API: this engine offers no verb to pause sending yet."
 ERROR_ALERT_RATIO = 0.05
 
@@ -204,6 +208,23 @@ class TopBar(QFrame):
         self.pause_button.setToolTip(tip)
         self._pause_holder.setToolTip(tip)
 
+    def set_sending_paused(self, paused_by: str | None) -> None:
+        """Offer "Resume sending" while sending is paused (``paused_by``: who, why, since)."""
+        paused = paused_by is not None
+        self.pause_button.setText("Resume sending" if paused else "Pause all sending")
+        self.pause_button.setProperty("destructive", not paused)
+        style = self.pause_button.style()
+        style.unpolish(self.pause_button)
+        style.polish(self.pause_button)
+        if self.pause_button.isEnabled():
+            tip = (
+                f"Sending is paused: {paused_by}. Resume it (asks first)"
+                if paused
+                else "Pause every send on every node (asks first and shows what it will stop)"
+            )
+            self.pause_button.setToolTip(tip)
+            self._pause_holder.setToolTip(tip)
+
     def _restyle(self) -> None:
         palette = self.palette()
         size = round(self.fontMetrics().height() * 1.4)
@@ -306,6 +327,11 @@ class MainWindow(QMainWindow):
         self._pause_verb: str | None = None
         self._verbs_known = False
         self._pause_dialog: ConfirmImpactDialog | None = None
+        self._resume_verb: str | None = None
+        self.sending_control: dict[str, Any] | None = None
+        """The control pausing all sending (``queues.list``), None while sending."""
+        self._sending_op: Operation[Any] | None = None
+        self._pause_op: Operation[Any] | None = None
         self._current_key: str | None = None
 
         self.top_bar = TopBar()
@@ -371,6 +397,11 @@ class MainWindow(QMainWindow):
         client.connection_changed.connect(self._on_connection_changed)
         client.nodes_changed.connect(lambda _nodes: self.refresh_health())
         client.alerts_changed.connect(self.refresh_health)
+        self._sending_timer = QTimer(self)
+        self._sending_timer.setInterval(SENDING_CHECK_MS)
+        self._sending_timer.timeout.connect(self.check_sending)
+        if client.state == CONNECTED:  # connected before the window existed
+            QTimer.singleShot(0, self.probe_verbs)
 
         self.resize(QSize(1440, 900))
         self.rail.set_current("live")
@@ -432,6 +463,9 @@ class MainWindow(QMainWindow):
         signal = getattr(page, "workflow_activated", None)
         if signal is not None:
             signal.connect(self.open_workflow)
+        controls = getattr(page, "controls_changed", None)
+        if controls is not None:
+            controls.connect(self._take_controls)
         return page
 
     def open_palette(self) -> CommandPalette:
@@ -441,8 +475,10 @@ class MainWindow(QMainWindow):
             for spec in self._page_specs.values()
         ]
         commands.append(("page:settings", "Alert rules\u2026", "mdi6.bell-cog-outline"))
-        if self._pause_verb is not None:
+        if self._pause_verb is not None and self.sending_control is None:
             commands.append(("pause", "Pause all sending\u2026", "mdi6.pause-octagon-outline"))
+        elif self._pause_verb is not None:
+            commands.append(("pause", "Resume sending\u2026", "mdi6.play-circle-outline"))
         dialog = CommandPalette(commands, self)
         dialog.chosen.connect(self._run_command)
         dialog.finished.connect(dialog.deleteLater)
@@ -494,7 +530,12 @@ class MainWindow(QMainWindow):
             self._verbs_known = True
             found = [v for v in PAUSE_VERBS if isinstance(verbs, list) and v in verbs]
             self._pause_verb = found[0] if found else None
+            offered = verbs if isinstance(verbs, list) else []
+            self._resume_verb = RESUME_VERB if RESUME_VERB in offered else None
             self.top_bar.set_pause_available(self._pause_verb is not None)
+            if "queues.list" in offered:
+                self._sending_timer.start()
+                self.check_sending()
 
         def failed(exc: BaseException) -> None:
             log.info("ping failed: %s", describe(exc))
@@ -611,51 +652,109 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------- pause all sending
 
-    def _ask_pause(self) -> None:
+    def check_sending(self) -> Operation[Any] | None:
+        """Ask one node whether sending is paused (skipped while the Queues page lists)."""
+        if self._current_key == "queues" and self._pages.get("queues") is not None:
+            return None
+        if self.client.state != CONNECTED:
+            return None
+        if self._sending_op is not None and not self._sending_op.done():
+            return None
+
+        def failed(exc: BaseException) -> None:
+            log.info("queues.list failed: %s", describe(exc))
+
+        self._sending_op = (
+            Operation(self, lambda: self.client.request_one("queues.list"), label="queues.list")
+            .success(lambda r: self._take_controls(r.get("controls") or []))
+            .failure(failed)
+            .run()
+        )
+        return self._sending_op
+
+    def _take_controls(self, controls: list[dict[str, Any]]) -> None:
+        control = next((c for c in controls if c.get("kind") == "all"), None)
+        self.sending_control = control
+        if control is None:
+            self.top_bar.set_sending_paused(None)
+            return
+        words = f"by {control.get('actor') or 'unknown'}"
+        if control.get("reason"):
+            words += f" ({control['reason']})"
+        self.top_bar.set_sending_paused(words)
+
+    def _ask_pause(self) -> Operation[Any] | None:
+        """Preview pausing (or, while paused, resuming) all sending on one node, then confirm."""
         if self._pause_verb is None:
             self.show_message(PAUSE_UNAVAILABLE, "degraded")
-            return
-        model = self.client.model
-        nodes = self.client.fresh_nodes()
-        depth = model.latest(Metric.QUEUE_DEPTH)
-        rate = model.latest(Metric.EMAILS_OUT)
-        details = [
-            f"Engine nodes affected: {', '.join(nodes) or 'none reporting'}",
-            f"Queued emails that will wait: {format_count(depth)}",
-            "Events keep being processed; new sends queue up until you resume.",
-        ]
-        impact = (
-            f"Stop all sending on {len(nodes)} engine node{'s' if len(nodes) != 1 else ''}: "
-            f"about {format_count(rate)} emails a second stop going out."
-            if not math.isnan(rate)
-            else f"Stop all sending on {len(nodes)} engine node(s)."
+            return None
+        resume = self.sending_control is not None
+        verb = (self._resume_verb or RESUME_VERB) if resume else self._pause_verb
+        title = "Resume sending" if resume else "Pause all sending"
+        self._pause_op = (
+            Operation(
+                self,
+                lambda: self.client.request_one(verb, {"preview": True}),
+                label=title,
+            )
+            .success(lambda preview: self._confirm_pause(verb, title, resume, preview))
+            .run()
         )
+        return self._pause_op
+
+    def _confirm_pause(self, verb: str, title: str, resume: bool, preview: Any) -> None:
+        preview = preview if isinstance(preview, dict) else {}
+        nodes = self.client.fresh_nodes()
+        rate = self.client.model.latest(Metric.EMAILS_OUT)
+        details = [
+            f"{q['workflow']} on {q['route']}: {format_count(q['count'])}"
+            for q in (preview.get("queues") or [])[:5]
+        ]
+        if resume:
+            details.append("Queued intents go out again on their schedule; nothing is resent.")
+        else:
+            if preview.get("in_flight"):
+                details.append(f"{format_count(preview['in_flight'])} in flight finish normally.")
+            details.append(f"Engine nodes affected: {', '.join(nodes) or 'every node'}")
+            if not math.isnan(rate):
+                details.append(f"About {format_count(rate)} emails a second stop going out.")
+            details.append("Events keep being processed; new sends queue up until you resume.")
+        details.append(f"Recorded in the audit log as \u201c{self.client.actor}\u201d.")
         dialog = ConfirmImpactDialog(
-            "Pause all sending",
-            impact,
-            confirm_text="Pause all sending",
+            title,
+            str(preview.get("summary") or title),
+            confirm_text=title,
             details=details,
             ask_reason=True,
+            destructive=not resume,
             parent=self,
         )
-        dialog.accepted_with.connect(self._pause)
+        dialog.accepted_with.connect(lambda reason: self._pause(verb, title, resume, reason))
         dialog.finished.connect(dialog.deleteLater)
         self._pause_dialog = dialog
         dialog.open()
 
-    def _pause(self, reason: str) -> None:
-        verb = self._pause_verb
-        if verb is None:
-            return
-        Operation(
-            self, lambda: self.client.request(verb, {"reason": reason}), label="Pause all sending"
-        ).success(lambda _r: self.show_message("Sending is paused on every node.", "paused")).run()
+    def _pause(self, verb: str, title: str, resume: bool, reason: str) -> None:
+        args = {"reason": reason} if reason else {}
+
+        def done(result: Any) -> None:
+            summary = result.get("summary") if isinstance(result, dict) else None
+            control = result.get("control") if isinstance(result, dict) else None
+            self._take_controls([] if resume or not isinstance(control, dict) else [control])
+            self.show_message(str(summary or title), "healthy" if resume else "paused")
+
+        self._pause_op = (
+            Operation(self, lambda: self.client.request_one(verb, args), label=title)
+            .success(done)
+            .run()
+        )
 
     # ---------------------------------------------------------------- closing
 
     def stop_timers(self) -> None:
         """Stop every timer of the window and its pages (first step of shutdown)."""
         self._health_timer.stop()
+        self._sending_timer.stop()
         self.notifier.hide()
         for page in self._pages.values():
             if hasattr(page, "page_hidden"):

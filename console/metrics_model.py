@@ -17,7 +17,8 @@ What the series mean (names in :class:`Metric`):
 - ``emails_out`` is ``intents_total{outcome="sent"}`` per second.
 - Ratios are over ``ratio_window_s`` (10 s) of outcome deltas. "Attempted" is every outcome that
   involved the relay: sent + deferred + bounced + failed + uncertain (suppressed and expired never
-  reach SMTP). ``error_ratio`` = (failed + bounced + uncertain) / attempted; ``delivery_ratio`` =
+  reach SMTP; cancelled ones were ended by an operator before they did). ``error_ratio`` =
+  (failed + bounced + uncertain) / attempted; ``delivery_ratio`` =
   sent / attempted; ``deferred_ratio`` and ``bounced_ratio`` are shown beside it. With nothing
   attempted in the window the ratio is NaN (drawn as a gap, shown as a dash), not 0 % or 100 %.
 - Latency percentiles (``e2e_p50/p95/p99``, ``http_p99``, ``db_commit_p99``) are computed from the
@@ -55,7 +56,16 @@ ALL = "all"
 N_BUCKETS = len(BUCKET_BOUNDS) + 1
 """Histogram buckets: one per bound plus the overflow bucket."""
 
-OUTCOMES = ("sent", "deferred", "bounced", "suppressed", "expired", "failed", "uncertain")
+OUTCOMES = (
+    "sent",
+    "deferred",
+    "bounced",
+    "suppressed",
+    "expired",
+    "failed",
+    "uncertain",
+    "cancelled",
+)
 ATTEMPTED = ("sent", "deferred", "bounced", "failed", "uncertain")
 ERRORS = ("failed", "bounced", "uncertain")
 STAGES = ("ingest", "decide", "render", "smtp")

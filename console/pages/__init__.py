@@ -170,6 +170,7 @@ def register_page(key: str, label: str, icon: str, factory: PageFactory) -> None
 def register_builtin_pages() -> None:
     """The console's pages. One line per page."""
     register_page("live", "Live", "mdi6.pulse", "console.pages.live:LivePage")
+    register_page("queues", "Queues", "mdi6.tray-full", "console.pages.queues:QueuesPage")
     register_page(
         "inbox", "Inbox", "mdi6.inbox-arrow-down-outline", "console.pages.inbox:InboxPage"
     )

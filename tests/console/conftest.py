@@ -186,10 +186,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConnection]:
-    """A real engine (``campaign-engine run``) for a test module; stopped with SIGTERM after."""
-    data_dir = tmp_path_factory.mktemp("engine")
+@contextlib.contextmanager
+def running_engine(data_dir: Path, *extra_args: str) -> Iterator[StackConnection]:
+    """A real engine (``campaign-engine run``) on ``data_dir``; stopped with SIGTERM after.
+
+    ``extra_args``: more ``run`` options, e.g. ``--config FILE`` for named routes.
+    """
     log_path = data_dir / "engine.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -200,6 +202,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConnection
                 str(data_dir),
                 "--http",
                 "127.0.0.1:0",
+                *extra_args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -231,6 +234,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConnection
         for pid in processes_mentioning(str(data_dir)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConnection]:
+    """A real engine (``campaign-engine run``) for a test module; stopped with SIGTERM after."""
+    with running_engine(tmp_path_factory.mktemp("engine")) as connection:
+        yield connection
 
 
 # -- the console window on a real engine, and screenshots (shared by the page tests) ----------

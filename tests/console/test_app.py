@@ -75,11 +75,11 @@ def test_pages_switch_with_ctrl_and_a_number(qtbot: QtBot, window: MainWindow) -
 
 
 def test_pages_not_built_yet_say_what_will_be_there(window: MainWindow) -> None:
-    page = window.show_page("queues")
+    page = window.show_page("workflows")
     assert isinstance(page, EmptyState)
-    assert page.sentence() == "The Queues page is not built yet"
+    assert page.sentence() == "The Workflows page is not built yet"
     detail = " ".join(label.text() for label in page.findChildren(QLabel))
-    assert "It will show every workflow \u00d7 route queue" in detail
+    assert "It will show each workflow as a graph" in detail
 
 
 def test_a_page_is_registered_with_one_line(qtbot: QtBot, qloop: asyncio.AbstractEventLoop) -> None:
@@ -302,8 +302,9 @@ def test_the_command_palette_goes_to_a_page(qtbot: QtBot, window: MainWindow) ->
 def test_pause_all_sending_asks_first_then_pauses(
     qtbot: QtBot, qloop: asyncio.AbstractEventLoop, nats_server: NatsServer
 ) -> None:
-    """With an engine offering ``sending.pause`` (a stand-in responder: the engine has no such
-    verb yet), the button is enabled, shows the impact, and sends the operator's reason."""
+    """With an engine offering ``sending.pause`` (a stand-in responder), the button is enabled,
+    previews on ONE node, shows the engine's impact sentence, and sends the operator's reason
+    to that node (never ``control.all``: every node would run it)."""
     pages.register_builtin_pages()
 
     async def scenario() -> None:
@@ -313,7 +314,10 @@ def test_pause_all_sending_asks_first_then_pauses(
             "n1",
             {
                 "ping": {"ok": True, "result": {"node": "n1", "verbs": ["ping", "sending.pause"]}},
-                "sending.pause": {"ok": True, "result": {"paused": True}},
+                "sending.pause": {
+                    "ok": True,
+                    "result": {"summary": "Pause all queues: 12 queued intents held"},
+                },
                 "demo.status": {"ok": True, "result": {"running": False}},
             },
         )
@@ -325,15 +329,18 @@ def test_pause_all_sending_asks_first_then_pauses(
             button = window.top_bar.pause_button
             await wait_until(button.isEnabled, timeout=5)
             qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+            await wait_until(lambda: window._pause_dialog is not None, timeout=5)
             dialog = window._pause_dialog
             assert dialog is not None and dialog.isVisible()
-            assert "Stop all sending" in dialog.impact()
-            assert not any(s["subject"].endswith("sending.pause") for s in seen)  # asks first
+            assert dialog.impact() == "Pause all queues: 12 queued intents held"
+            pauses = [s for s in seen if s["subject"].endswith("sending.pause")]
+            assert [p["args"] for p in pauses] == [{"preview": True}]  # asks first
             dialog.reason_field().setText("relay-a returns 421")
             qtbot.mouseClick(dialog.confirm_button(), Qt.MouseButton.LeftButton)
-            await wait_until(lambda: "paused" in window.messages.text(), timeout=5)
-            pause = next(s for s in seen if s["subject"] == "control.all.sending.pause")
-            assert pause["args"] == {"reason": "relay-a returns 421"}
+            await wait_until(lambda: "Pause all queues" in window.messages.text(), timeout=5)
+            pauses = [s for s in seen if s["subject"].endswith("sending.pause")]
+            assert [p["subject"] for p in pauses] == ["control.n1.sending.pause"] * 2
+            assert pauses[1]["args"] == {"reason": "relay-a returns 421"}
         finally:
             window.stop_timers()
             await client.close()
