@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection
@@ -44,6 +44,9 @@ from engine.decide.workflow import Workflow
 from engine.errors import EventInvalid
 from engine.events import Event
 from engine.store import Store
+
+if TYPE_CHECKING:  # engine.segments uses engine.decide's conditions: import it late
+    from engine.segments.membership import MembershipChange, SegmentRegistry
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class BatchOutcome:
     duplicates: int = 0
     dead_letters: int = 0
     reentry_skipped: Counter[str] = field(default_factory=Counter)
+    segment_changes: list[MembershipChange] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)  # of each processed event
     next_timer_at: float | None = None
     commit_seconds: float = 0.0
@@ -84,6 +88,7 @@ class BatchOutcome:
         self.duplicates += other.duplicates
         self.dead_letters += other.dead_letters
         self.reentry_skipped.update(other.reentry_skipped)
+        self.segment_changes += other.segment_changes
         self.received_at += other.received_at
         timers = [t for t in (self.next_timer_at, other.next_timer_at) if t is not None]
         self.next_timer_at = min(timers, default=None)
@@ -104,10 +109,17 @@ class DecideBatch:
     """Runs batches of stream messages against the store (blocking; call from a worker thread)."""
 
     def __init__(
-        self, *, store: Store, registry: WorkflowRegistry, clock: Clock, parse: ParseEvent
+        self,
+        *,
+        store: Store,
+        registry: WorkflowRegistry,
+        clock: Clock,
+        parse: ParseEvent,
+        segments: SegmentRegistry | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
+        self.segments = segments
         self.clock = clock
         self.parse = parse
         self.sql = DecideSql.build(store)
@@ -218,10 +230,41 @@ class DecideBatch:
             lite.insert_activity(conn, [activity_row(e) for e in events])
         else:
             conn.execute(sql.insert_activity, [activity_row(e) for e in events])
-        outcome.next_timer_at = changes.next_timer_at
+        recheck = None
+        if self.segments is not None and self.segments.index.segments:
+            recheck = self._update_segments(conn, events, contacts, now, outcome)
+        soonest = [t for t in (changes.next_timer_at, recheck) if t is not None]
+        outcome.next_timer_at = min(soonest, default=None)
         ids, per_workflow = changes.write(conn, sql)
         outcome.intent_ids, outcome.intents_per_workflow = ids, per_workflow
         outcome.processed = len(events)
+
+    def _update_segments(
+        self,
+        conn: Connection,
+        events: list[Event],
+        contacts: dict[str, Contact],
+        now: float,
+        outcome: BatchOutcome,
+    ) -> float | None:
+        """Re-evaluate the segments these events may affect, after the batch's profile and
+        activity writes, in the same transaction. A contact new in this batch is evaluated
+        against every segment (a condition such as "trait plan is missing" holds at once).
+        Returns the earliest re-check it scheduled."""
+        from engine.segments.membership import refresh
+
+        assert self.segments is not None
+        index = self.segments.index
+        targets: dict[str, set[str]] = {}
+        for event in events:
+            contact = contacts[event.contact_key]
+            wanted = targets.setdefault(contact.id, set())
+            if not contact.stored:
+                wanted.update(index.segments)
+            else:
+                wanted |= index.affected_by(event)
+        outcome.segment_changes, recheck = refresh(conn, index, targets, now)
+        return recheck
 
     def _load_enrollments(
         self, conn: Connection, contact_ids: set[str], limited: set[str]
