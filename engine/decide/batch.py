@@ -233,6 +233,8 @@ class DecideBatch:
         recheck = None
         if self.segments is not None and self.segments.index.segments:
             recheck = self._update_segments(conn, events, contacts, now, outcome)
+            if outcome.segment_changes and index.segment_triggers:
+                self._enroll_entries(conn, decider, involved, contacts, activity, now)
         soonest = [t for t in (changes.next_timer_at, recheck) if t is not None]
         outcome.next_timer_at = min(soonest, default=None)
         ids, per_workflow = changes.write(conn, sql)
@@ -266,32 +268,98 @@ class DecideBatch:
         outcome.segment_changes, recheck = refresh(conn, index, targets, now)
         return recheck
 
+    def _enroll_entries(
+        self,
+        conn: Connection,
+        decider: _EventDecider,
+        involved: set[str],
+        contacts: dict[str, Contact],
+        activity: dict[str, RecentActivity],
+        now: float,
+    ) -> None:
+        """Start the workflows triggered by this batch's segment entries."""
+        from engine.decide.segment_triggers import (
+            enroll_entries,
+            limited_workflows,
+            triggered_entries,
+        )
+
+        index = self.registry.index
+        entries = triggered_entries(index, decider.outcome.segment_changes)
+        if not entries:
+            return
+        limited = limited_workflows(index, entries)
+        if limited:
+            # Enrollments of contacts not involved so far were never loaded; history of these
+            # workflows may be missing for any of them.
+            wanted = {c.contact_id for c in entries}
+            live, history = load_enrollments(conn, self.sql, wanted, limited)
+            for cid, found in live.items():
+                if cid not in involved:
+                    decider.live.setdefault(cid, []).extend(found)
+            for key, at in history.items():
+                decider.history[key] = max(at, decider.history.get(key, at))
+        started, skipped = enroll_entries(
+            index, decider.machine, entries, contacts, activity, decider.may_enter, now
+        )
+        for enrollment in started:
+            decider.live.setdefault(enrollment.contact_id, []).append(enrollment)
+            decider.history[(enrollment.workflow_id, enrollment.contact_id)] = now
+        for workflow_id in skipped:
+            decider.outcome.reentry_skipped[workflow_id] += 1
+
     def _load_enrollments(
         self, conn: Connection, contact_ids: set[str], limited: set[str]
     ) -> tuple[dict[str, list[Enrollment]], dict[tuple[str, str], float]]:
-        """Live enrollments of these contacts, and when each last entered each
-        reentry-limited workflow (one query)."""
-        live: dict[str, list[Enrollment]] = {}
-        history: dict[tuple[str, str], float] = {}
-        if not contact_ids:
-            return live, history
-        params = {"ids": sorted(contact_ids), "workflows": sorted(limited)}
-        rows: Iterable[Any]
-        if self.sql.lite and len(contact_ids) + len(limited) <= 500:
-            rows = [
-                Enrollment.from_values(v)
-                for v in lite.enrollments(conn, params["ids"], params["workflows"], LIVE_STATES)
-            ]
-        else:
-            rows = conn.execute(self.sql.enrollments, params)
-        for row in rows:
-            if row.state in LIVE_STATES:
-                enrollment = row if isinstance(row, Enrollment) else Enrollment.from_row(row)
-                live.setdefault(row.contact_id, []).append(enrollment)
-            if row.workflow_id in limited:
-                key = (row.workflow_id, row.contact_id)
-                history[key] = max(row.entered_at, history.get(key, row.entered_at))
+        return load_enrollments(conn, self.sql, contact_ids, limited)
+
+
+def load_enrollments(
+    conn: Connection, sql: DecideSql, contact_ids: set[str], limited: set[str]
+) -> tuple[dict[str, list[Enrollment]], dict[tuple[str, str], float]]:
+    """Live enrollments of these contacts, and when each last entered each
+    reentry-limited workflow (one query)."""
+    live: dict[str, list[Enrollment]] = {}
+    history: dict[tuple[str, str], float] = {}
+    if not contact_ids:
         return live, history
+    params = {"ids": sorted(contact_ids), "workflows": sorted(limited)}
+    rows: Iterable[Any]
+    if sql.lite and len(contact_ids) + len(limited) <= 500:
+        rows = [
+            Enrollment.from_values(v)
+            for v in lite.enrollments(conn, params["ids"], params["workflows"], LIVE_STATES)
+        ]
+    else:
+        rows = conn.execute(sql.enrollments, params)
+    for row in rows:
+        if row.state in LIVE_STATES:
+            enrollment = row if isinstance(row, Enrollment) else Enrollment.from_row(row)
+            live.setdefault(row.contact_id, []).append(enrollment)
+        if row.workflow_id in limited:
+            key = (row.workflow_id, row.contact_id)
+            history[key] = max(row.entered_at, history.get(key, row.entered_at))
+    return live, history
+
+
+def may_enter(
+    wf: Workflow,
+    contact_id: str,
+    now: float,
+    live: dict[str, list[Enrollment]],
+    history: dict[tuple[str, str], float],
+) -> bool:
+    """The workflow's ``reentry`` rule for this contact, given its live enrollments and the
+    last time it entered each reentry-limited workflow."""
+    mode = wf.reentry.mode
+    if mode == "always":
+        return True
+    last = history.get((wf.id, contact_id))
+    if mode == "once":
+        return last is None
+    if any(e.live and e.workflow_id == wf.id for e in live.get(contact_id, [])):
+        return False
+    return last is None or now - last >= wf.reentry.after_s
 
 
 class _EventDecider:
@@ -329,22 +397,14 @@ class _EventDecider:
         for wf in self.index.triggered_by(event.activity_name):
             if not self.machine.trigger_holds(wf, event, who, previous_seen):
                 continue
-            if not self._may_enter(wf, contact.id, now):
+            if not self.may_enter(wf, contact.id, now):
                 self.outcome.reentry_skipped[wf.id] += 1
                 continue
             mine.append(self.machine.enter(wf, event, who, previous_seen, at))
             self.history[(wf.id, contact.id)] = now
 
-    def _may_enter(self, wf: Workflow, contact_id: str, now: float) -> bool:
-        mode = wf.reentry.mode
-        if mode == "always":
-            return True
-        last = self.history.get((wf.id, contact_id))
-        if mode == "once":
-            return last is None
-        if any(e.live and e.workflow_id == wf.id for e in self.live.get(contact_id, [])):
-            return False
-        return last is None or now - last >= wf.reentry.after_s
+    def may_enter(self, wf: Workflow, contact_id: str, now: float) -> bool:
+        return may_enter(wf, contact_id, now, self.live, self.history)
 
 
 def _limited(index: WorkflowIndex, events: Iterable[Event]) -> set[str]:

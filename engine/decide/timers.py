@@ -42,6 +42,7 @@ from engine.decide.machine import Moment, StepMachine, Subject
 from engine.decide.profiles import RecentActivity, load_activity, load_contacts
 from engine.decide.registry import WorkflowRegistry
 from engine.decide.sql import TRANSIENT_DB_ERRORS, DecideSql
+from engine.decide.workflow import Workflow
 from engine.store import Store
 from engine.telemetry import Telemetry
 
@@ -236,7 +237,44 @@ class TimerService:
 
         changes, outcome.rechecked = fire_rechecks(conn, self.segments.index, now, self.batch)
         outcome.segment_changes = changes
+        if changes and self.workflows.index.segment_triggers:
+            self._enroll_entries(conn, changes, now, outcome)
         return next_recheck(conn)
+
+    def _enroll_entries(
+        self, conn: Connection, changes: list[MembershipChange], now: float, outcome: FireOutcome
+    ) -> None:
+        """Start the workflows triggered by entries that time alone caused."""
+        from engine.decide.batch import load_enrollments, may_enter
+        from engine.decide.segment_triggers import (
+            enroll_entries,
+            limited_workflows,
+            triggered_entries,
+        )
+
+        index = self.workflows.index
+        entries = triggered_entries(index, changes)
+        if not entries:
+            return
+        ids = {c.contact_id for c in entries}
+        contacts = load_contacts(conn, self.sql, ids)
+        activity = load_activity(conn, self.sql, sorted(ids), index.activity_windows, now)
+        live, history = load_enrollments(conn, self.sql, ids, limited_workflows(index, entries))
+
+        def allowed(wf: Workflow, contact_id: str, at: float) -> bool:
+            if not may_enter(wf, contact_id, at, live, history):
+                return False
+            history[(wf.id, contact_id)] = at  # a second entry in this round sees this one
+            return True
+
+        work = Changes()
+        enroll_entries(index, StepMachine(work), entries, contacts, activity, allowed, now)
+        new_ids, per_workflow = work.write(conn, self.sql)
+        outcome.intent_ids += new_ids
+        for workflow, n in per_workflow.items():
+            outcome.intents_per_workflow[workflow] = (
+                outcome.intents_per_workflow.get(workflow, 0) + n
+            )
 
     def _claim(self, conn: Connection, now: float, only: str | None) -> list[sa.Row[Any]]:
         sql = self.sql

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from segments_support import SegmentRig, identify, segment, track
 
 from engine.clock import ManualClock
 from engine.ingest.validate import parse_event
 from engine.segments.membership import SegmentIndex, SegmentRegistry
 from engine.segments.model import SegmentInvalid
 from engine.store import Store, schema
+from tests.engine.segments.segments_support import SegmentRig, identify, segment, track
 
 BROWSING = segment(
     "browsing-x",
