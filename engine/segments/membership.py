@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from engine.decide import lite
 from engine.events import Event
 from engine.segments.evaluate import Profile, holds, next_change
 from engine.segments.model import (
@@ -156,6 +157,10 @@ def load_profiles(
     profiles: dict[str, Profile] = {}
     names = sorted(index.windows)
     since = now - max(index.windows.values(), default=0)
+    if conn.dialect.name == "sqlite":
+        for ids in _chunks(sorted(set(contact_ids))):
+            _load_lite(conn, profiles, ids, names, since)
+        return profiles
     for ids in _chunks(sorted(set(contact_ids))):
         query = sa.select(c.c.id, c.c.traits, c.c.unsubscribed_at, c.c.consent).where(
             c.c.id.in_(ids)
@@ -186,6 +191,42 @@ def load_profiles(
             if profile is not None:
                 profile.memberships[member.segment_id] = True
     return profiles
+
+
+def _load_lite(
+    conn: Connection, profiles: dict[str, Profile], ids: list[str], names: list[str], since: float
+) -> None:
+    """``load_profiles`` on SQLite's own cursor (see engine.decide.lite for why)."""
+    marks = ", ".join("?" * len(ids))
+    found = lite.run(
+        conn,
+        f"SELECT id, traits, unsubscribed_at, consent FROM contacts WHERE id IN ({marks})",
+        ids,
+    )
+    for cid, traits, unsubscribed_at, consent in found:
+        profiles[cid] = Profile(
+            cid, lite.loads(traits) or {}, unsubscribed_at is not None, lite.loads(consent) or {}
+        )
+    if names:
+        rows = lite.run(
+            conn,
+            "SELECT contact_id, name, ts, properties FROM activity WHERE contact_id IN "
+            f"({marks}) AND name IN ({', '.join('?' * len(names))}) AND ts > ?",
+            [*ids, *names, since],
+        )
+        for cid, name, ts, properties in rows:
+            profile = profiles.get(cid)
+            if profile is not None:
+                profile.activity.append((name, ts, lite.loads(properties) or {}))
+    members = lite.run(
+        conn,
+        f"SELECT segment_id, contact_id FROM segment_members WHERE contact_id IN ({marks})",
+        ids,
+    )
+    for sid, cid in members:
+        profile = profiles.get(cid)
+        if profile is not None:
+            profile.memberships[sid] = True
 
 
 def refresh(
@@ -234,6 +275,9 @@ def _write(
     evaluated: list[dict[str, Any]],
     rechecks: list[dict[str, Any]],
 ) -> None:
+    if conn.dialect.name == "sqlite":
+        _write_lite(conn, changes, evaluated, rechecks)
+        return
     m, h, r = schema.segment_members, schema.segment_history, schema.segment_rechecks
     entered = [
         {"segment_id": c.segment_id, "contact_id": c.contact_id, "entered_at": c.at}
@@ -273,6 +317,44 @@ def _write(
         )
     if rechecks:
         conn.execute(r.insert(), rechecks)
+
+
+def _write_lite(
+    conn: Connection,
+    changes: list[MembershipChange],
+    evaluated: list[dict[str, Any]],
+    rechecks: list[dict[str, Any]],
+) -> None:
+    exited = [(c.segment_id, c.contact_id) for c in changes if c.kind == "exited"]
+    if exited:
+        lite.run_many(
+            conn, "DELETE FROM segment_members WHERE segment_id = ? AND contact_id = ?", exited
+        )
+    entered = [(c.segment_id, c.contact_id, c.at) for c in changes if c.kind == "entered"]
+    if entered:
+        lite.run_many(
+            conn,
+            "INSERT INTO segment_members (segment_id, contact_id, entered_at) VALUES (?, ?, ?)",
+            entered,
+        )
+    if changes:
+        lite.run_many(
+            conn,
+            "INSERT INTO segment_history (segment_id, contact_id, kind, at) VALUES (?, ?, ?, ?)",
+            [(c.segment_id, c.contact_id, c.kind, c.at) for c in changes],
+        )
+    if evaluated:
+        lite.run_many(
+            conn,
+            "DELETE FROM segment_rechecks WHERE segment_id = ? AND contact_id = ?",
+            [(e["b_segment"], e["b_contact"]) for e in evaluated],
+        )
+    if rechecks:
+        lite.run_many(
+            conn,
+            "INSERT INTO segment_rechecks (segment_id, contact_id, fire_at) VALUES (?, ?, ?)",
+            [(r["segment_id"], r["contact_id"], r["fire_at"]) for r in rechecks],
+        )
 
 
 def fire_rechecks(
