@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from engine.decide import lite
 from engine.events import Event
@@ -275,9 +276,10 @@ def _write(
     evaluated: list[dict[str, Any]],
     rechecks: list[dict[str, Any]],
 ) -> None:
-    if conn.dialect.name == "sqlite":
+    if conn.dialect.name == "sqlite":  # one writer at a time: plain inserts cannot conflict
         _write_lite(conn, changes, evaluated, rechecks)
         return
+    # PostgreSQL from here on.
     m, h, r = schema.segment_members, schema.segment_history, schema.segment_rechecks
     entered = [
         {"segment_id": c.segment_id, "contact_id": c.contact_id, "entered_at": c.at}
@@ -298,7 +300,8 @@ def _write(
             exited,
         )
     if entered:
-        conn.execute(m.insert(), entered)
+        # A concurrent transaction (a re-check on another node) may have recorded it already.
+        conn.execute(pg_insert(m).on_conflict_do_nothing(), entered)
     if changes:
         conn.execute(
             h.insert(),
@@ -316,7 +319,14 @@ def _write(
             evaluated,
         )
     if rechecks:
-        conn.execute(r.insert(), rechecks)
+        upsert = pg_insert(r)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=[r.c.segment_id, r.c.contact_id],
+                set_={"fire_at": sa.func.least(r.c.fire_at, upsert.excluded.fire_at)},
+            ),
+            rechecks,
+        )
 
 
 def _write_lite(
