@@ -191,7 +191,7 @@ def main(contacts: int, n_events: int) -> None:
         after: str | None = None
         done = members = 0
         while True:
-            after, n, changes = builder._page("new-window", after)
+            after, n, changes = builder.evaluate_page("new-window", after)
             done += n
             members += sum(1 for c in changes if c.kind == "entered")
             if after is None:

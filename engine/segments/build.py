@@ -103,13 +103,6 @@ class SegmentBuilder:
             if segment_id is None or sid == segment_id
         ]
 
-    async def wait(self, segment_id: str) -> BuildStatus:
-        """The build's final status (for callers that need membership complete)."""
-        build = self._builds[segment_id]
-        if build.task is not None:
-            await asyncio.shield(build.task)
-        return build.status
-
     async def _run(self, build: _Build) -> None:
         loop = asyncio.get_running_loop()
         status = build.status
@@ -118,7 +111,7 @@ class SegmentBuilder:
             after: str | None = None
             while not build.cancelled:
                 after, n, changes = await loop.run_in_executor(
-                    self._executor, self._page, status.segment_id, after
+                    self._executor, self.evaluate_page, status.segment_id, after
                 )
                 status.done += n
                 status.total = max(status.total, status.done)
@@ -139,7 +132,7 @@ class SegmentBuilder:
             found = conn.execute(sa.select(sa.func.count()).select_from(schema.contacts)).scalar()
         return int(found or 0)
 
-    def _page(
+    def evaluate_page(
         self, segment_id: str, after: str | None
     ) -> tuple[str | None, int, list[MembershipChange]]:
         """Evaluate the next page of contacts; returns the last id (None at the end)."""
