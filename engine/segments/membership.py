@@ -52,6 +52,7 @@ class SegmentIndex:
     by_trait: Mapping[str, frozenset[str]] = field(default_factory=dict)
     dependents: Mapping[str, frozenset[str]] = field(default_factory=dict)  # transitive
     windows: Mapping[str, int] = field(default_factory=dict)  # event name -> longest window
+    counted: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # per segment
 
     @classmethod
     def build(cls, segments: Iterable[Segment]) -> SegmentIndex:
@@ -93,6 +94,7 @@ class SegmentIndex:
             by_trait={k: frozenset(v) for k, v in by_trait.items()},
             dependents={k: frozenset(v) for k, v in dependents.items()},
             windows=windows,
+            counted={sid: event_windows(seg.condition) for sid, seg in newest.items()},
         )
 
     def affected_by(self, event: Event) -> set[str]:
@@ -151,13 +153,20 @@ def _chunks(items: Sequence[str]) -> Iterable[list[str]]:
 
 
 def load_profiles(
-    conn: Connection, index: SegmentIndex, contact_ids: Sequence[str], now: float
+    conn: Connection,
+    index: SegmentIndex,
+    contact_ids: Sequence[str],
+    now: float,
+    windows: Mapping[str, int] | None = None,
 ) -> dict[str, Profile]:
-    """Profiles (traits, consent, windows, current memberships) of the stored contacts."""
+    """Profiles (traits, consent, windows, current memberships) of the stored contacts; the
+    activity loaded is that of ``windows`` (event name -> longest window; default: every
+    segment's)."""
     c, a, m = schema.contacts, schema.activity, schema.segment_members
     profiles: dict[str, Profile] = {}
-    names = sorted(index.windows)
-    since = now - max(index.windows.values(), default=0)
+    windows = index.windows if windows is None else windows
+    names = sorted(windows)
+    since = now - max(windows.values(), default=0)
     if conn.dialect.name == "sqlite":
         for ids in _chunks(sorted(set(contact_ids))):
             _load_lite(conn, profiles, ids, names, since)
@@ -239,11 +248,23 @@ def refresh(
     """Re-evaluate ``targets`` (contact id -> segment ids, dependents included) at ``now``;
     write enters, exits and re-checks in ``conn``'s transaction; return the changes and the
     earliest re-check written."""
-    wanted = {cid: index.with_dependents(sids) for cid, sids in targets.items()}
-    wanted = {cid: sids for cid, sids in wanted.items() if sids}
+    closures: dict[frozenset[str], frozenset[str]] = {}  # a build asks the same for everyone
+    wanted: dict[str, frozenset[str]] = {}
+    for cid, sids in targets.items():
+        key = frozenset(sids)
+        closure = closures.get(key)
+        if closure is None:
+            closure = closures[key] = frozenset(index.with_dependents(key))
+        if closure:
+            wanted[cid] = closure
     if not wanted:
         return [], None
-    profiles = load_profiles(conn, index, list(wanted), now)
+    windows: dict[str, int] = {}  # only the events the evaluated segments count
+    for closure in set(wanted.values()):
+        for sid in closure:
+            for name, within in index.counted[sid].items():
+                windows[name] = max(within, windows.get(name, 0))
+    profiles = load_profiles(conn, index, list(wanted), now, windows)
     changes: list[MembershipChange] = []
     rechecks: list[dict[str, Any]] = []
     evaluated: list[dict[str, Any]] = []
