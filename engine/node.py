@@ -203,7 +203,7 @@ class Node:
                 write_key=write_key,
                 telemetry=self.telemetry,
                 metrics_text=self.telemetry.prometheus,
-                unsubscribe=StoreUnsubscriber(self.store, self.clock),
+                unsubscribe=StoreUnsubscriber(self.store, self.clock, segments),
                 health=self.health,
                 tokens=tokens,
                 feedback=feedback,

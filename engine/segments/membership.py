@@ -23,11 +23,14 @@ from engine.decide import lite
 from engine.events import Event
 from engine.segments.evaluate import Profile, holds, next_change
 from engine.segments.model import (
+    Consent,
     Segment,
     SegmentInvalid,
+    Subscription,
     event_windows,
     referenced_segments,
     trait_keys,
+    walk,
 )
 from engine.store import schema
 
@@ -53,6 +56,7 @@ class SegmentIndex:
     dependents: Mapping[str, frozenset[str]] = field(default_factory=dict)  # transitive
     windows: Mapping[str, int] = field(default_factory=dict)  # event name -> longest window
     counted: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # per segment
+    by_consent: frozenset[str] = frozenset()  # segments reading subscription or consent
 
     @classmethod
     def build(cls, segments: Iterable[Segment]) -> SegmentIndex:
@@ -95,6 +99,12 @@ class SegmentIndex:
             dependents={k: frozenset(v) for k, v in dependents.items()},
             windows=windows,
             counted={sid: event_windows(seg.condition) for sid, seg in newest.items()},
+            by_consent=frozenset(
+                target
+                for sid, seg in newest.items()
+                if any(isinstance(n, Subscription | Consent) for n in walk(seg.condition))
+                for target in (sid, *dependents[sid])
+            ),
         )
 
     def affected_by(self, event: Event) -> set[str]:

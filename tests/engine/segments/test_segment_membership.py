@@ -11,6 +11,7 @@ from engine.ingest.validate import parse_event
 from engine.segments.membership import SegmentIndex, SegmentRegistry
 from engine.segments.model import SegmentInvalid
 from engine.store import Store, schema
+from engine.unsubscribes import record_unsubscribe
 from tests.engine.segments.segments_support import SegmentRig, identify, segment, track
 
 BROWSING = segment(
@@ -179,3 +180,16 @@ def test_with_no_segments_the_batch_writes_no_segment_rows(
     with store.begin() as conn:
         for table in (schema.segment_members, schema.segment_history, schema.segment_rechecks):
             assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+
+
+def test_an_unsubscribe_takes_the_contact_out_at_once(any_store: Store, clock: ManualClock) -> None:
+    reachable = segment("reachable-pros", 'subscribed to marketing and trait plan = "pro"')
+    lapsed = segment("lapsed", "in segment reachable-pros or unsubscribed from marketing")
+    r = rig(any_store, clock, reachable, lapsed)
+    r.decide(identify(clock, "ann", plan="pro", email="ann@example.com"))
+    assert r.members("reachable-pros") == r.members("lapsed") == ["ann"]
+    clock.advance(5)
+    record_unsubscribe(any_store, "ann", "ann@example.com", "one-click", clock.now(), r.segments)
+    assert r.members("reachable-pros") == []
+    assert r.history("reachable-pros")[-1] == ("ann", "exited", clock.now())
+    assert r.members("lapsed") == ["ann"]  # still in: now by the other branch
