@@ -155,6 +155,10 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
             prepared, audit_id = await asyncio.to_thread(run)
         except SegmentInvalid as exc:
             raise ControlError(str(exc)) from exc
+        except sa.exc.IntegrityError as exc:  # the same version saved at the same moment
+            raise ControlError(
+                f"segment {sid!r} was saved by someone else at the same time; load it and retry"
+            ) from exc
         segments.index = prepared.index
         status = builder().build(sid)
         return {
