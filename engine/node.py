@@ -161,6 +161,16 @@ class Node:
         await asyncio.to_thread(seed_library, self.store, self.templates_dir, self.clock.now())
         library = await asyncio.to_thread(load_library, self.store, settings)
         self.components["library"] = library
+        from engine.segments.build import SegmentBuilder
+        from engine.segments.definitions import load_segments
+        from engine.segments.membership import SegmentRegistry
+
+        segments = SegmentRegistry(await asyncio.to_thread(load_segments, self.store))
+        self.components["segments"] = segments
+        builder = SegmentBuilder(self.store, segments, self.clock)
+        await builder.start()
+        self._stack.push_async_callback(builder.stop)
+        self.components["segment_builder"] = builder
 
         tokens = UnsubscribeTokens(load_or_create_secret(self.data_dir / "unsubscribe.key"))
         host, port = parse_hostport(settings.http.listen, "http.listen")
@@ -193,7 +203,7 @@ class Node:
                 write_key=write_key,
                 telemetry=self.telemetry,
                 metrics_text=self.telemetry.prometheus,
-                unsubscribe=StoreUnsubscriber(self.store, self.clock),
+                unsubscribe=StoreUnsubscriber(self.store, self.clock, segments),
                 health=self.health,
                 tokens=tokens,
                 feedback=feedback,
@@ -297,6 +307,7 @@ class Node:
                 node=node,
                 workflows=library.workflows,
                 on_intents=on_intents,
+                segments=segments,
             )
             decide = DecideWorker(
                 js=self.js,
@@ -307,6 +318,7 @@ class Node:
                 workflows=library.workflows,
                 on_intents=on_intents,
                 on_timer=timers.poke,
+                segments=segments,
             )
             await timers.start()
             self._stack.push_async_callback(timers.stop)
@@ -335,6 +347,9 @@ class Node:
         from engine.operations import register_operations
 
         register_operations(control, self)
+        from engine.segment_operations import register_segment_operations
+
+        register_segment_operations(control, self)
         await control.start()
         self._stack.push_async_callback(control.stop)
         self.components["control"] = control

@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection
@@ -44,6 +44,9 @@ from engine.decide.workflow import Workflow
 from engine.errors import EventInvalid
 from engine.events import Event
 from engine.store import Store
+
+if TYPE_CHECKING:  # engine.segments uses engine.decide's conditions: import it late
+    from engine.segments.membership import MembershipChange, SegmentRegistry
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class BatchOutcome:
     duplicates: int = 0
     dead_letters: int = 0
     reentry_skipped: Counter[str] = field(default_factory=Counter)
+    segment_changes: list[MembershipChange] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)  # of each processed event
     next_timer_at: float | None = None
     commit_seconds: float = 0.0
@@ -84,6 +88,7 @@ class BatchOutcome:
         self.duplicates += other.duplicates
         self.dead_letters += other.dead_letters
         self.reentry_skipped.update(other.reentry_skipped)
+        self.segment_changes += other.segment_changes
         self.received_at += other.received_at
         timers = [t for t in (self.next_timer_at, other.next_timer_at) if t is not None]
         self.next_timer_at = min(timers, default=None)
@@ -104,10 +109,17 @@ class DecideBatch:
     """Runs batches of stream messages against the store (blocking; call from a worker thread)."""
 
     def __init__(
-        self, *, store: Store, registry: WorkflowRegistry, clock: Clock, parse: ParseEvent
+        self,
+        *,
+        store: Store,
+        registry: WorkflowRegistry,
+        clock: Clock,
+        parse: ParseEvent,
+        segments: SegmentRegistry | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
+        self.segments = segments
         self.clock = clock
         self.parse = parse
         self.sql = DecideSql.build(store)
@@ -218,37 +230,136 @@ class DecideBatch:
             lite.insert_activity(conn, [activity_row(e) for e in events])
         else:
             conn.execute(sql.insert_activity, [activity_row(e) for e in events])
-        outcome.next_timer_at = changes.next_timer_at
+        recheck = None
+        if self.segments is not None and self.segments.index.segments:
+            recheck = self._update_segments(conn, events, contacts, now, outcome)
+            if outcome.segment_changes and index.segment_triggers:
+                self._enroll_entries(conn, decider, involved, contacts, activity, now)
+        soonest = [t for t in (changes.next_timer_at, recheck) if t is not None]
+        outcome.next_timer_at = min(soonest, default=None)
         ids, per_workflow = changes.write(conn, sql)
         outcome.intent_ids, outcome.intents_per_workflow = ids, per_workflow
         outcome.processed = len(events)
 
+    def _update_segments(
+        self,
+        conn: Connection,
+        events: list[Event],
+        contacts: dict[str, Contact],
+        now: float,
+        outcome: BatchOutcome,
+    ) -> float | None:
+        """Re-evaluate the segments these events may affect, after the batch's profile and
+        activity writes, in the same transaction. A contact new in this batch is evaluated
+        against every segment (a condition such as "trait plan is missing" holds at once).
+        Returns the earliest re-check it scheduled."""
+        from engine.segments.membership import refresh
+
+        assert self.segments is not None
+        index = self.segments.index
+        targets: dict[str, set[str]] = {}
+        for event in events:
+            contact = contacts[event.contact_key]
+            wanted = targets.setdefault(contact.id, set())
+            if not contact.stored:
+                wanted.update(index.segments)
+            else:
+                wanted |= index.affected_by(event)
+        outcome.segment_changes, recheck = refresh(conn, index, targets, now)
+        return recheck
+
+    def _enroll_entries(
+        self,
+        conn: Connection,
+        decider: _EventDecider,
+        involved: set[str],
+        contacts: dict[str, Contact],
+        activity: dict[str, RecentActivity],
+        now: float,
+    ) -> None:
+        """Start the workflows triggered by this batch's segment entries."""
+        from engine.decide.segment_triggers import (
+            enroll_entries,
+            limited_workflows,
+            triggered_entries,
+        )
+
+        index = self.registry.index
+        entries = triggered_entries(index, decider.outcome.segment_changes)
+        if not entries:
+            return
+        limited = limited_workflows(index, entries)
+        if limited:
+            # Enrollments of contacts not involved so far were never loaded; history of these
+            # workflows may be missing for any of them.
+            wanted = {c.contact_id for c in entries}
+            live, history = load_enrollments(conn, self.sql, wanted, limited)
+            for cid, found in live.items():
+                if cid not in involved:
+                    decider.live.setdefault(cid, []).extend(found)
+            for key, at in history.items():
+                decider.history[key] = max(at, decider.history.get(key, at))
+        started, skipped = enroll_entries(
+            index, decider.machine, entries, contacts, activity, decider.may_enter, now
+        )
+        for enrollment in started:
+            decider.live.setdefault(enrollment.contact_id, []).append(enrollment)
+            decider.history[(enrollment.workflow_id, enrollment.contact_id)] = now
+        for workflow_id in skipped:
+            decider.outcome.reentry_skipped[workflow_id] += 1
+
     def _load_enrollments(
         self, conn: Connection, contact_ids: set[str], limited: set[str]
     ) -> tuple[dict[str, list[Enrollment]], dict[tuple[str, str], float]]:
-        """Live enrollments of these contacts, and when each last entered each
-        reentry-limited workflow (one query)."""
-        live: dict[str, list[Enrollment]] = {}
-        history: dict[tuple[str, str], float] = {}
-        if not contact_ids:
-            return live, history
-        params = {"ids": sorted(contact_ids), "workflows": sorted(limited)}
-        rows: Iterable[Any]
-        if self.sql.lite and len(contact_ids) + len(limited) <= 500:
-            rows = [
-                Enrollment.from_values(v)
-                for v in lite.enrollments(conn, params["ids"], params["workflows"], LIVE_STATES)
-            ]
-        else:
-            rows = conn.execute(self.sql.enrollments, params)
-        for row in rows:
-            if row.state in LIVE_STATES:
-                enrollment = row if isinstance(row, Enrollment) else Enrollment.from_row(row)
-                live.setdefault(row.contact_id, []).append(enrollment)
-            if row.workflow_id in limited:
-                key = (row.workflow_id, row.contact_id)
-                history[key] = max(row.entered_at, history.get(key, row.entered_at))
+        return load_enrollments(conn, self.sql, contact_ids, limited)
+
+
+def load_enrollments(
+    conn: Connection, sql: DecideSql, contact_ids: set[str], limited: set[str]
+) -> tuple[dict[str, list[Enrollment]], dict[tuple[str, str], float]]:
+    """Live enrollments of these contacts, and when each last entered each
+    reentry-limited workflow (one query)."""
+    live: dict[str, list[Enrollment]] = {}
+    history: dict[tuple[str, str], float] = {}
+    if not contact_ids:
         return live, history
+    params = {"ids": sorted(contact_ids), "workflows": sorted(limited)}
+    rows: Iterable[Any]
+    if sql.lite and len(contact_ids) + len(limited) <= 500:
+        rows = [
+            Enrollment.from_values(v)
+            for v in lite.enrollments(conn, params["ids"], params["workflows"], LIVE_STATES)
+        ]
+    else:
+        rows = conn.execute(sql.enrollments, params)
+    for row in rows:
+        if row.state in LIVE_STATES:
+            enrollment = row if isinstance(row, Enrollment) else Enrollment.from_row(row)
+            live.setdefault(row.contact_id, []).append(enrollment)
+        if row.workflow_id in limited:
+            key = (row.workflow_id, row.contact_id)
+            history[key] = max(row.entered_at, history.get(key, row.entered_at))
+    return live, history
+
+
+def may_enter(
+    wf: Workflow,
+    contact_id: str,
+    now: float,
+    live: dict[str, list[Enrollment]],
+    history: dict[tuple[str, str], float],
+) -> bool:
+    """The workflow's ``reentry`` rule for this contact, given its live enrollments and the
+    last time it entered each reentry-limited workflow."""
+    mode = wf.reentry.mode
+    if mode == "always":
+        return True
+    last = history.get((wf.id, contact_id))
+    if mode == "once":
+        return last is None
+    if any(e.live and e.workflow_id == wf.id for e in live.get(contact_id, [])):
+        return False
+    return last is None or now - last >= wf.reentry.after_s
 
 
 class _EventDecider:
@@ -286,22 +397,14 @@ class _EventDecider:
         for wf in self.index.triggered_by(event.activity_name):
             if not self.machine.trigger_holds(wf, event, who, previous_seen):
                 continue
-            if not self._may_enter(wf, contact.id, now):
+            if not self.may_enter(wf, contact.id, now):
                 self.outcome.reentry_skipped[wf.id] += 1
                 continue
             mine.append(self.machine.enter(wf, event, who, previous_seen, at))
             self.history[(wf.id, contact.id)] = now
 
-    def _may_enter(self, wf: Workflow, contact_id: str, now: float) -> bool:
-        mode = wf.reentry.mode
-        if mode == "always":
-            return True
-        last = self.history.get((wf.id, contact_id))
-        if mode == "once":
-            return last is None
-        if any(e.live and e.workflow_id == wf.id for e in self.live.get(contact_id, [])):
-            return False
-        return last is None or now - last >= wf.reentry.after_s
+    def may_enter(self, wf: Workflow, contact_id: str, now: float) -> bool:
+        return may_enter(wf, contact_id, now, self.live, self.history)
 
 
 def _limited(index: WorkflowIndex, events: Iterable[Event]) -> set[str]:

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
@@ -42,8 +42,12 @@ from engine.decide.machine import Moment, StepMachine, Subject
 from engine.decide.profiles import RecentActivity, load_activity, load_contacts
 from engine.decide.registry import WorkflowRegistry
 from engine.decide.sql import TRANSIENT_DB_ERRORS, DecideSql
+from engine.decide.workflow import Workflow
 from engine.store import Store
 from engine.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from engine.segments.membership import MembershipChange, SegmentRegistry
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class FireOutcome:
     intent_ids: list[str] = field(default_factory=list)
     intents_per_workflow: dict[str, int] = field(default_factory=dict)
     next_fire_at: float | None = None
+    rechecked: int = 0  # segment re-checks that were due
+    segment_changes: list[MembershipChange] = field(default_factory=list)
 
 
 class TimerService:
@@ -77,6 +83,7 @@ class TimerService:
         on_intents: Callable[[Sequence[str]], None],
         batch: int = 256,
         poll_s: float = 1.0,
+        segments: SegmentRegistry | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -86,6 +93,7 @@ class TimerService:
         self.on_intents = on_intents
         self.batch = batch
         self.poll_s = poll_s
+        self.segments = segments
         self.sql = DecideSql.build(store)
         self._poked = asyncio.Event()
         self._deadline = 0.0
@@ -150,7 +158,7 @@ class TimerService:
                     self.on_intents(outcome.intent_ids)
                 except Exception:  # deliver also polls the store; never stop firing timers
                     log.exception("timers: the on_intents callback failed")
-            if outcome.fired + outcome.stale >= self.batch:
+            if outcome.fired + outcome.stale >= self.batch or outcome.rechecked >= self.batch:
                 continue  # more may be due
             now = self.clock.now()
             wake = now + self.poll_s
@@ -215,8 +223,58 @@ class TimerService:
             if claimed:
                 self._continue(conn, claimed, now, outcome)
             next_at = conn.execute(self.sql.next_timer).scalar()
-        outcome.next_fire_at = None if next_at is None else float(next_at)
+            recheck_at = self._segment_rechecks(conn, now, outcome) if only is None else None
+        soonest = [float(t) for t in (next_at, recheck_at) if t is not None]
+        outcome.next_fire_at = min(soonest, default=None)
         return outcome
+
+    def _segment_rechecks(self, conn: Connection, now: float, outcome: FireOutcome) -> float | None:
+        """Membership that time alone changes (a window edge passed): re-evaluate the due
+        re-checks in this transaction; returns when the next one is due."""
+        if self.segments is None or not self.segments.index.segments:
+            return None
+        from engine.segments.membership import fire_rechecks, next_recheck
+
+        changes, outcome.rechecked = fire_rechecks(conn, self.segments.index, now, self.batch)
+        outcome.segment_changes = changes
+        if changes and self.workflows.index.segment_triggers:
+            self._enroll_entries(conn, changes, now, outcome)
+        return next_recheck(conn)
+
+    def _enroll_entries(
+        self, conn: Connection, changes: list[MembershipChange], now: float, outcome: FireOutcome
+    ) -> None:
+        """Start the workflows triggered by entries that time alone caused."""
+        from engine.decide.batch import load_enrollments, may_enter
+        from engine.decide.segment_triggers import (
+            enroll_entries,
+            limited_workflows,
+            triggered_entries,
+        )
+
+        index = self.workflows.index
+        entries = triggered_entries(index, changes)
+        if not entries:
+            return
+        ids = {c.contact_id for c in entries}
+        contacts = load_contacts(conn, self.sql, ids)
+        activity = load_activity(conn, self.sql, sorted(ids), index.activity_windows, now)
+        live, history = load_enrollments(conn, self.sql, ids, limited_workflows(index, entries))
+
+        def allowed(wf: Workflow, contact_id: str, at: float) -> bool:
+            if not may_enter(wf, contact_id, at, live, history):
+                return False
+            history[(wf.id, contact_id)] = at  # a second entry in this round sees this one
+            return True
+
+        work = Changes()
+        enroll_entries(index, StepMachine(work), entries, contacts, activity, allowed, now)
+        new_ids, per_workflow = work.write(conn, self.sql)
+        outcome.intent_ids += new_ids
+        for workflow, n in per_workflow.items():
+            outcome.intents_per_workflow[workflow] = (
+                outcome.intents_per_workflow.get(workflow, 0) + n
+            )
 
     def _claim(self, conn: Connection, now: float, only: str | None) -> list[sa.Row[Any]]:
         sql = self.sql

@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -37,6 +37,9 @@ from engine.decide.sql import TRANSIENT_DB_ERRORS
 from engine.errors import BusError
 from engine.store import Store
 from engine.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from engine.segments.membership import SegmentRegistry
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ class DecideWorker:
         batch: int = 256,
         on_timer: Callable[[float], None] | None = None,
         parse: ParseEvent | None = None,
+        segments: SegmentRegistry | None = None,
         fetch_timeout: float = 1.0,
         lag_interval: float = 2.0,
     ) -> None:
@@ -101,7 +105,9 @@ class DecideWorker:
         self.fetch_timeout = fetch_timeout
         self.lag_interval = lag_interval
         self.store = store
-        self.runner = DecideBatch(store=store, registry=workflows, clock=clock, parse=parse)
+        self.runner = DecideBatch(
+            store=store, registry=workflows, clock=clock, parse=parse, segments=segments
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None

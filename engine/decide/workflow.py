@@ -161,10 +161,14 @@ class ExitStep(Step):
 
 @dataclass(frozen=True, slots=True)
 class EventMatch:
-    """A trigger or goal: one of ``events`` for which every ``where`` condition holds."""
+    """A trigger or goal: one of ``events`` for which every ``where`` condition holds.
+
+    A ``segment_entered`` trigger has no events: it fires when a contact enters ``segment``
+    (its ``where`` conditions see the contact's traits and ``segment_id`` as a property)."""
 
     events: tuple[str, ...]
     where: tuple[Condition, ...] = ()
+    segment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +333,7 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
         enabled=enabled,
         reentry=_reentry(raw.get("reentry", "always")),
         expires_after=None if expires is None else _duration(expires, "expires_after"),
-        trigger=_event_match(raw.get("trigger"), "trigger"),
+        trigger=_trigger(raw.get("trigger")),
         goal=_event_match(raw["goal"], "goal") if "goal" in raw else None,
         steps=steps,
         params=params,
@@ -494,6 +498,16 @@ def _event_match(raw: object, where: str) -> EventMatch:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"[{where}] event must be an event name or a list of them")
     return EventMatch(tuple(names), parse_conditions(raw.get("where"), f"[{where}].where"))
+
+
+def _trigger(raw: object) -> EventMatch:
+    if isinstance(raw, Mapping) and "segment_entered" in raw:
+        _only(raw, {"segment_entered", "where"}, "[trigger]")
+        segment = raw["segment_entered"]
+        if not isinstance(segment, str) or not _ID.fullmatch(segment):
+            raise ValueError(f"[trigger] segment_entered must be a segment id, got {segment!r}")
+        return EventMatch((), parse_conditions(raw.get("where"), "[trigger].where"), segment)
+    return _event_match(raw, "trigger")
 
 
 def _reentry(raw: object) -> Reentry:

@@ -250,3 +250,51 @@ audit_log = Table(
     Column("count", Integer),
     Column("detail", JSON),
 )
+
+# Segment definitions (engine/segments): every version kept; ``definition`` is the canonical text.
+segments = Table(
+    "segments",
+    metadata,
+    Column("id", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("id", "version"),
+)
+
+# Who is in which segment now (maintained by the decide stage, re-checks and builds).
+segment_members = Table(
+    "segment_members",
+    metadata,
+    Column("segment_id", String(100), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("entered_at", Float, nullable=False),
+    PrimaryKeyConstraint("segment_id", "contact_id"),
+    Index("ix_segment_members_contact", "contact_id"),
+)
+
+# Every enter and exit, in order: membership over time and the "when" of each change.
+segment_history = Table(
+    "segment_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("segment_id", String(100), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("kind", String(10), nullable=False),  # entered | exited
+    Column("at", Float, nullable=False),
+    Index("ix_segment_history_segment_at", "segment_id", "at"),
+)
+
+# When time alone may change a contact's membership (a window edge, a date crossing "N ago"):
+# one pending re-check per segment and contact, fired by the timer service.
+segment_rechecks = Table(
+    "segment_rechecks",
+    metadata,
+    Column("segment_id", String(100), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("fire_at", Float, nullable=False),
+    PrimaryKeyConstraint("segment_id", "contact_id"),
+    Index("ix_segment_rechecks_fire_at", "fire_at"),
+)
