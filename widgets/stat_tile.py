@@ -78,6 +78,9 @@ class Sparkline(pg.PlotWidget):  # type: ignore[misc]
             self.setYRange(lo_view, hi + pad, padding=0)
         self.curve.setData(np.array(t, copy=True), np.array(v, copy=True))
         self.setXRange(x0, x1, padding=0)
+        # Apply the ranges now: pyqtgraph would otherwise move the plot's transform while
+        # painting, which schedules a second repaint of the sparkline.
+        self.getPlotItem().getViewBox().prepareForPaint()
 
 
 class StatTile(QFrame):
