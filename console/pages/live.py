@@ -3,8 +3,9 @@
 Stat tiles (events in/s, emails out/s, p99 latency, error rate, delivery rate, queue depth) over
 the per-stage latency bar, a grid of live charts sharing one time axis, window and freeze, and
 the per-workflow table. Data arrival (``client.metrics_received``) only appends samples; the
-``ChartGroup``'s QTimer redraws charts and tiles (10 Hz) and a 1 Hz timer recomputes the
-histogram, stage bar, workflow table and staleness.
+``ChartGroup``'s QTimer redraws charts and tiles in turn (each about 4 times a second, a few per
+tick so no tick is long) and a 1 Hz timer recomputes the histogram, stage bar, workflow table
+and staleness.
 """
 
 from __future__ import annotations
@@ -401,7 +402,12 @@ class LivePage(QWidget):
         client.nodes_changed.connect(self._on_nodes_changed)
         client.connection_changed.connect(self._on_connection_changed)
         self._on_nodes_changed(client.nodes())
-        self.group.add_refresher(self._refresh_tiles)
+        # One turn per tile (looked up by metric: a node switch recreates the tiles), so a
+        # tick redraws one sparkline rather than all six.
+        for spec in TILES:
+            self.group.add_refresher(
+                lambda now, metric=spec.metric: self._refresh_tile(metric, now), self.tile_row_host
+            )
         self.page_shown()
         self.refresh_slow()
         if client.state == CONNECTED:
@@ -411,7 +417,10 @@ class LivePage(QWidget):
 
     def _build_dashboard(self) -> QWidget:
         self.tiles: dict[str, StatTile] = {}
-        self.tile_row = QHBoxLayout()
+        # A widget around the tile row, so the group can tell when the tiles are scrolled away.
+        self.tile_row_host = QWidget()
+        self.tile_row = QHBoxLayout(self.tile_row_host)
+        self.tile_row.setContentsMargins(0, 0, 0, 0)
         self.tile_row.setSpacing(8)
         self._make_tiles()
 
@@ -460,7 +469,7 @@ class LivePage(QWidget):
         column = QVBoxLayout(inner)
         column.setContentsMargins(0, 0, 6, 6)
         column.setSpacing(10)
-        column.addLayout(self.tile_row)
+        column.addWidget(self.tile_row_host)
         self.stage_card = _card(self.stage_bar)
         column.addWidget(self.stage_card)
         column.addLayout(grid)
@@ -586,13 +595,20 @@ class LivePage(QWidget):
     # ---------------------------------------------------------------- drawing
 
     def _refresh_tiles(self, now: float) -> None:
-        for metric, tile in self.tiles.items():
-            tile.refresh(now)
-            judge = _TILE_STATUS.get(metric)
-            if judge is not None:
-                status = judge(self.model.latest(metric, self._node))
-                if status != tile.status():
-                    tile.set_status(status)
+        """Redraw every tile now."""
+        for metric in self.tiles:
+            self._refresh_tile(metric, now)
+
+    def _refresh_tile(self, metric: str, now: float) -> None:
+        tile = self.tiles.get(metric)
+        if tile is None:
+            return
+        tile.refresh(now)
+        judge = _TILE_STATUS.get(metric)
+        if judge is not None:
+            status = judge(self.model.latest(metric, self._node))
+            if status != tile.status():
+                tile.set_status(status)
 
     def visible_range(self) -> tuple[float, float]:
         """The time range the charts show (epoch seconds)."""
