@@ -7,10 +7,10 @@ x range itself (following "now", or wherever the user scrolled to when frozen) a
 y range from what is visible.
 
 Redrawing a chart means repainting all of it (the x axis moves with "now"), a few milliseconds
-each. So the group never redraws every chart in one go: its timer ticks often (``TICK_MS``) and
-each tick redraws only the next few charts and tiles, round robin, so that each is redrawn about
-four times a second (once a second for the long windows, where a quarter second is less than a
-pixel) and no tick takes long enough to make the console stutter. Charts nobody can see (page
+each. So the group never redraws every chart in one go: each tick of its timer redraws only the
+next chart or tile, round robin, and the timer ticks often enough for each to be redrawn four
+times a second (once a second for the long windows, where a quarter second is less than a
+pixel). No tick takes long enough to make the console stutter. Charts nobody can see (page
 hidden, scrolled away, window minimized) are skipped. The y range moves in coarse "nice" steps,
 so the y axis and its grid are not redrawn on every sample.
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QPointF, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QGraphicsItem, QWidget
 
@@ -37,8 +37,8 @@ from widgets.format import Formatter, format_si
 from widgets.ring_buffer import RingBuffer
 
 WINDOWS: dict[str, float] = {"1 min": 60.0, "15 min": 900.0, "1 h": 3600.0}
-TICK_MS = 50
-"""How often the group's timer ticks; each tick redraws only a few charts (see the docstring)."""
+MIN_TICK_MS = 15
+"""The group's timer never ticks faster; with more charts than that allows, a tick redraws two."""
 FAST_PERIOD_S = 0.25
 """Each chart (and tile) is redrawn this often for short windows: 4 Hz."""
 SLOW_PERIOD_S = 1.0
@@ -130,10 +130,15 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         item.enableAutoRange(x=False, y=False)
         item.setMouseEnabled(x=True, y=False)
         item.showGrid(x=True, y=True, alpha=0.12)
-        for name in ("left", "bottom"):
-            # Keep each axis (ticks, labels and its grid lines) as a pixmap: a repaint of the
-            # curves alone then blits it instead of replaying every line and label.
-            item.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # Time needs no SI prefix; with it on, pyqtgraph rewrites the (hidden) axis label as
+        # HTML on every x range change, that is on every redraw.
+        item.getAxis("bottom").enableAutoSIPrefix(False)
+        # Keep the y axis (ticks, labels and its grid lines) as a pixmap: its range moves
+        # seldom (see _fit_y), so a redraw blits it instead of replaying every line and label.
+        # Not the time axis: it moves on every redraw, and caching would only add a pixmap
+        # to clear and blend each time. Its grid keeps to the labelled and the next level.
+        item.getAxis("left").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        item.getAxis("bottom").setStyle(maxTickLevel=1)
         item.getViewBox().sigRangeChangedManually.connect(self._on_user_range_change)
         # The legend sits in the title row, right-aligned, so it never covers the data.
         self._legend = pg.LegendItem(offset=None, colCount=8, verSpacing=-4, horSpacing=14)
@@ -163,7 +168,16 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         # Antialiasing off: a 2 px antialiased pen makes Qt stroke the whole path (several ms a
         # curve once the window holds a few hundred points); without it pyqtgraph draws plain
         # line segments, which stay sharp at this width and cost a fraction of that.
-        curve = self.getPlotItem().plot(name=label or key, connect="finite", antialias=False)
+        curve = self.getPlotItem().plot(
+            name=label or key,
+            connect="finite",
+            antialias=False,
+            # Peak downsampling to two points a pixel (pyqtgraph's default keeps ten).
+            autoDownsampleFactor=1.0,
+            # Values are always inside the y range we set, so pyqtgraph's guard against huge
+            # ones is not needed, and it re-processes every curve on each y range change.
+            dynamicRangeLimit=None,
+        )
         series = _Series(
             key=key,
             label=label or key,
@@ -240,15 +254,28 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         """
         self._now = time.time() if now is None else now
         if follow and not self._frozen:
-            self._set_x_range(self._now - self._window, self._now)
-        x0, x1 = self.x_range()
+            x0, x1 = self._now - self._window, self._now
+        else:
+            x0, x1 = self.x_range()
         moved = self._last_x_range != (x0, x1)
         if not moved and not any(s.dirty for s in self._series.values()):
             return  # frozen (or the clock stood still) and no new samples: nothing to redraw
-        self._last_x_range = (x0, x1)
-        span = x1 - x0
         lo: float = np.inf
         hi: float = -np.inf
+        for series in self._series.values():
+            _, visible = series.buffer.window(x0, x1, pad=1)
+            finite = visible[np.isfinite(visible)]
+            if finite.size:
+                lo = min(lo, float(finite.min()))
+                hi = max(hi, float(finite.max()))
+        y_range = self._fit_y(lo, hi)
+        vb = self.getPlotItem().getViewBox()
+        x_range = (x0, x1) if (x0, x1) != self.x_range() else None
+        if x_range is not None or y_range is not None:
+            # x and y in one call: each range change makes every curve re-clip its data.
+            vb.setRange(xRange=x_range, yRange=y_range, padding=0)
+        self._last_x_range = (x0, x1)
+        span = x1 - x0
         for series in self._series.values():
             if series.dirty or moved:
                 # A margin of one span each side lets a frozen chart pan smoothly between
@@ -256,21 +283,15 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
                 t, v = series.buffer.window(x0 - span, x1 + span, pad=1)
                 series.curve.setData(t.copy(), v.copy())
                 series.dirty = False
-            _, visible = series.buffer.window(x0, x1, pad=1)
-            finite = visible[np.isfinite(visible)]
-            if finite.size:
-                lo = min(lo, float(finite.min()))
-                hi = max(hi, float(finite.max()))
-        self._fit_y(lo, hi)
         # Apply the new ranges now rather than in the paint: pyqtgraph otherwise moves the
         # plot's transform while painting, which schedules a second full repaint of the chart.
-        self.getPlotItem().getViewBox().prepareForPaint()
+        vb.prepareForPaint()
         self._update_legend()
         if self._hover_scene_pos is not None:
             self._show_readout(self._hover_scene_pos)
 
-    def _fit_y(self, lo: float, hi: float) -> None:
-        """Fit the y range to the visible data, in nice steps and with some hysteresis."""
+    def _fit_y(self, lo: float, hi: float) -> tuple[float, float] | None:
+        """The y range for the visible data (nice steps, some hysteresis); None: keep it."""
         if not np.isfinite(lo):
             lo, hi = 0.0, 1.0
         if self._y_from_zero:
@@ -283,7 +304,7 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
             c_span = c_hi - c_lo
             # Keep the range while the data fits and still uses at least 40% of it.
             if lo >= c_lo and hi <= c_hi and (hi - lo) >= 0.4 * c_span:
-                return
+                return None
         span = hi - lo
         top = hi + span * 0.1
         bottom = lo if self._y_from_zero and lo == 0 else lo - span * 0.1
@@ -297,7 +318,7 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         # A little below zero: pyqtgraph drops tick labels that would cross the axis ends, and
         # an operator wants to see the "0".
         pad = (top - bottom) * (0.05 if self._y_from_zero and bottom == 0 else 0.0)
-        self.getPlotItem().getViewBox().setYRange(bottom - pad, top, padding=0)
+        return bottom - pad, top
 
     def _update_legend(self) -> None:
         for series in self._series.values():
@@ -502,7 +523,7 @@ class ChartGroup(QObject):
         self,
         window: float = 60.0,
         *,
-        interval_ms: int = TICK_MS,
+        min_tick_ms: int = MIN_TICK_MS,
         clock: Callable[[], float] = time.time,
         parent: QObject | None = None,
     ) -> None:
@@ -513,14 +534,17 @@ class ChartGroup(QObject):
         self._window = float(window)
         self._frozen = False
         self._clock = clock
+        self._min_tick_ms = min_tick_ms
         self._timer = QTimer(self)
-        self._timer.setInterval(interval_ms)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)  # coarse timers bunch the turns up
         self._timer.timeout.connect(self.tick)
+        self._retime()
 
     def add_chart(self, chart: LiveChart) -> None:
         """Join ``chart`` to the group: the group's window, freeze and redraw turns."""
         self._charts.append(chart)
         self._units.append(_Unit(lambda now: chart.refresh(now), chart))
+        self._retime()
         chart.set_window(self._window)
         chart.set_frozen(self._frozen)
         if self._frozen and len(self._charts) > 1:
@@ -535,6 +559,7 @@ class ChartGroup(QObject):
         With ``widget``, the turn is skipped while that widget is not on screen.
         """
         self._units.append(_Unit(refresh, widget))
+        self._retime()
 
     def charts(self) -> list[LiveChart]:
         """The charts, in the order added."""
@@ -545,6 +570,7 @@ class ChartGroup(QObject):
         if seconds == self._window:
             return
         self._window = float(seconds)
+        self._retime()
         for chart in self._charts:
             chart.set_window(seconds)
         self.window_changed.emit(self._window)
@@ -601,9 +627,18 @@ class ChartGroup(QObject):
         return refresh_period(self._window)
 
     def per_tick(self) -> int:
-        """How many charts and refreshers one tick redraws (at most)."""
-        ticks = max(1, round(self.refresh_period() * 1000 / max(1, self._timer.interval())))
-        return max(1, math.ceil(len(self._units) / ticks))
+        """How many charts and refreshers one tick redraws (at most): one, unless there are
+        more than a tick every ``min_tick_ms`` can serve."""
+        units = max(1, len(self._units))
+        return max(1, math.ceil(units * self._min_tick_ms / (self.refresh_period() * 1000)))
+
+    def tick_interval_ms(self) -> int:
+        """The timer's interval: each chart and refresher gets its turn every period."""
+        units = max(1, len(self._units))
+        return max(self._min_tick_ms, round(self.refresh_period() * 1000 * self.per_tick() / units))
+
+    def _retime(self) -> None:
+        self._timer.setInterval(self.tick_interval_ms())
 
     def tick(self, now: float | None = None) -> int:
         """Redraw the next ``per_tick()`` charts and refreshers that are on screen, in turn.

@@ -14,7 +14,7 @@ from widget_helpers import NOW, themed_frame
 
 from widgets.chart_controls import ChartControls
 from widgets.format import format_rate
-from widgets.live_chart import TICK_MS, ChartGroup, LiveChart, nice_ceil, on_screen
+from widgets.live_chart import MIN_TICK_MS, ChartGroup, LiveChart, nice_ceil, on_screen
 
 
 class FakeClock:
@@ -260,24 +260,39 @@ def _count_redraws(monkeypatch: pytest.MonkeyPatch, charts: list[LiveChart]) -> 
     return redrawn
 
 
-def test_a_tick_redraws_a_few_charts_and_every_chart_gets_its_turn(
+def test_a_tick_redraws_one_chart_and_every_chart_gets_its_turn(
     qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FakeClock()
     group, charts, _scroll, _frame = _many_charts(qtbot, clock, 7)
     redrawn = _count_redraws(monkeypatch, charts)
-    # 4 Hz per chart on 50 ms ticks: a turn lasts 5 ticks, so 7 charts need 2 a tick.
+    # 4 Hz per chart: 7 charts, one a tick, a tick every 250 / 7 ms.
     assert group.refresh_period() == 0.25
-    assert group.per_tick() == 2
-    ticks = round(group.refresh_period() * 1000 / TICK_MS)
-    for _ in range(ticks):
+    assert group.per_tick() == 1
+    assert group.tick_interval_ms() == round(250 / 7)
+    for _ in range(7):
         before = len(redrawn)
-        clock.now += TICK_MS / 1000
+        clock.now += group.tick_interval_ms() / 1000
         group.tick()
-        assert len(redrawn) - before <= group.per_tick()
-    assert sorted(set(redrawn)) == sorted(c._title for c in charts)
+        assert len(redrawn) - before == 1
+    assert sorted(redrawn) == sorted(c._title for c in charts)  # each exactly once
     # and the newest time reaches each chart on its turn
     assert all(c.x_range()[1] > NOW for c in charts)
+
+
+def test_many_units_share_ticks_no_faster_than_the_minimum(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group = ChartGroup(clock=clock)
+    seen: list[int] = []
+    for i in range(40):
+        group.add_refresher(lambda _now, i=i: seen.append(i))
+    # 40 turns in 250 ms would need a tick every 6 ms: ticks stay >= 15 ms, three turns each.
+    assert group.per_tick() == 3
+    assert MIN_TICK_MS <= group.tick_interval_ms() <= 250 * 3 / 40 + 1
+    for _ in range(14):
+        group.tick()
+    assert sorted(seen[:40]) == list(range(40))
+    assert len(seen) == 42
 
 
 def test_long_windows_are_redrawn_once_a_second(qtbot: QtBot) -> None:
@@ -286,6 +301,8 @@ def test_long_windows_are_redrawn_once_a_second(qtbot: QtBot) -> None:
     group.set_window(3600)
     assert group.refresh_period() == 1.0
     assert group.per_tick() == 1
+    assert group.tick_interval_ms() == 500  # two charts, one a tick, each once a second
+    assert group._timer.interval() == 500
 
 
 def test_charts_scrolled_away_or_hidden_are_not_redrawn(
