@@ -394,9 +394,12 @@ class LivePage(QWidget):
         layout.addLayout(header)
         layout.addWidget(self.states, 1)
 
+        self._slow_step = 0
+        self._freshness_look: tuple[str, str, int, str] | None = None
+        self._histogram_counts: np.ndarray | None = None
         self._slow = QTimer(self)
-        self._slow.setInterval(SLOW_REFRESH_MS)
-        self._slow.timeout.connect(self.refresh_slow)
+        self._slow.setInterval(SLOW_REFRESH_MS // len(self._slow_parts()))
+        self._slow.timeout.connect(self._slow_tick)
 
         client.metrics_received.connect(self._on_metrics)
         client.nodes_changed.connect(self._on_nodes_changed)
@@ -620,27 +623,54 @@ class LivePage(QWidget):
 
     def refresh_slow(self) -> None:
         """Once a second: which state to show, staleness, histogram, stage bar, workflows."""
+        for part in self._slow_parts():
+            part()
+
+    def _slow_parts(self) -> list[Callable[[], None]]:
+        # The slow timer runs one part per tick (each still once a second), so no tick holds
+        # the histogram, the stage bar and the workflow table together.
+        return [self._refresh_header_and_histogram, self._refresh_stages, self._refresh_workflows]
+
+    def _slow_tick(self) -> None:
+        parts = self._slow_parts()
+        parts[self._slow_step % len(parts)]()
+        self._slow_step += 1
+
+    def _window_suffix(self) -> tuple[float, float, str]:
+        x0, x1 = self.visible_range()
+        span = format_window(x1 - x0)
+        suffix = " (frozen view)" if self.group.is_frozen() else f", last {span}"
+        return x0, x1, suffix
+
+    def _refresh_header_and_histogram(self) -> None:
         self._update_state()
         self._update_freshness()
         self._update_demo_button()
         if self.states.currentWidget() is not self.dashboard:
             return
-        x0, x1 = self.visible_range()
-        span = format_window(x1 - x0)
-        suffix = " (frozen view)" if self.group.is_frozen() else f", last {span}"
-
+        x0, x1, suffix = self._window_suffix()
         counts = self.model.histogram("e2e_seconds", self._node, t0=x0, t1=x1)
-        self.histogram.set_buckets(BUCKET_BOUNDS, counts.astype(np.float64).tolist())
+        if self._histogram_counts is None or not np.array_equal(counts, self._histogram_counts):
+            self._histogram_counts = counts
+            self.histogram.set_buckets(BUCKET_BOUNDS, counts.astype(np.float64).tolist())
         self.histogram.setToolTip(
             f"Event to SMTP accepted{suffix}: {format_count(float(counts.sum()))} emails"
         )
 
+    def _refresh_stages(self) -> None:
+        if self.states.currentWidget() is not self.dashboard:
+            return
+        x0, _x1, suffix = self._window_suffix()
         stages = self.model.stage_latency(self._node, t0=x0)
         timed = [s for s in stages if not math.isnan(s.mean)]
         self._show_stages([s.stage for s in timed])
         self.stage_bar.set_title(f"Where the time goes \u2014 mean time per stage{suffix}")
         self.stage_bar.set_values({s.stage: s.mean for s in timed})
 
+    def _refresh_workflows(self) -> None:
+        if self.states.currentWidget() is not self.dashboard:
+            return
+        x0, x1, suffix = self._window_suffix()
         rows = []
         for stats in self.model.workflow_stats(self._node, t0=x0):
             _, trend = self.model.window_series(f"wf:{stats.workflow}", self._node, x0, x1)
@@ -730,15 +760,22 @@ class LivePage(QWidget):
             else theme.secondary_text_color(palette)
         )
         text = format_age(None if math.isinf(age) else age)
-        self.freshness.setText(text)
-        self.freshness.setStyleSheet(f"color: {colour.name()}")
+        if self.freshness.text() != text:
+            self.freshness.setText(text)
         size = self.fontMetrics().height()
         icon = theme.STALE_ICON if stale else "mdi6.clock-outline"
-        self.freshness_icon.setPixmap(theme.icon_pixmap(icon, colour, size))
-        self.workflow_note.setStyleSheet(f"color: {theme.secondary_text_color(palette).name()}")
-        self.freshness.setToolTip(
-            "Figures are stale: no metrics arrived lately" if stale else "Live figures"
-        )
+        note = theme.secondary_text_color(palette).name()
+        # Style sheets and icon renders cost a restyle each; this runs every second, so only
+        # when something changed (staleness, theme, font size).
+        look = (colour.name(), icon, size, note)
+        if look != self._freshness_look:
+            self._freshness_look = look
+            self.freshness.setStyleSheet(f"color: {colour.name()}")
+            self.freshness_icon.setPixmap(theme.icon_pixmap(icon, colour, size))
+            self.workflow_note.setStyleSheet(f"color: {note}")
+            self.freshness.setToolTip(
+                "Figures are stale: no metrics arrived lately" if stale else "Live figures"
+            )
 
     # ---------------------------------------------------------------- demo traffic
 
