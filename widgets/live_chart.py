@@ -476,6 +476,8 @@ class _Unit:
 
     refresh: Callable[[float], None]
     widget: QWidget | None  # skipped while this is not on screen
+    every: int = 1  # takes its turn on every this many rounds
+    rounds: int = 0
 
 
 def on_screen(widget: QWidget) -> bool:
@@ -552,13 +554,14 @@ class ChartGroup(QObject):
         chart.frozen_changed.connect(self.set_frozen)
 
     def add_refresher(
-        self, refresh: Callable[[float], None], widget: QWidget | None = None
+        self, refresh: Callable[[float], None], widget: QWidget | None = None, *, every: int = 1
     ) -> None:
         """Also call ``refresh(now)`` in turn with the charts (stat tiles, histograms).
 
-        With ``widget``, the turn is skipped while that widget is not on screen.
+        With ``widget``, the turn is skipped while that widget is not on screen. ``every=2``
+        takes the turn on every other round only (half the charts' rate: small sparklines).
         """
-        self._units.append(_Unit(refresh, widget))
+        self._units.append(_Unit(refresh, widget, max(1, every)))
         self._retime()
 
     def charts(self) -> list[LiveChart]:
@@ -626,16 +629,20 @@ class ChartGroup(QObject):
         """Seconds between two redraws of the same chart (for the current window)."""
         return refresh_period(self._window)
 
+    def _turns_per_round(self) -> float:
+        return max(1.0, sum(1.0 / unit.every for unit in self._units))
+
     def per_tick(self) -> int:
         """How many charts and refreshers one tick redraws (at most): one, unless there are
         more than a tick every ``min_tick_ms`` can serve."""
-        units = max(1, len(self._units))
-        return max(1, math.ceil(units * self._min_tick_ms / (self.refresh_period() * 1000)))
+        turns = self._turns_per_round()
+        return max(1, math.ceil(turns * self._min_tick_ms / (self.refresh_period() * 1000)))
 
     def tick_interval_ms(self) -> int:
         """The timer's interval: each chart and refresher gets its turn every period."""
-        units = max(1, len(self._units))
-        return max(self._min_tick_ms, round(self.refresh_period() * 1000 * self.per_tick() / units))
+        turns = self._turns_per_round()
+        period_ms = self.refresh_period() * 1000
+        return max(self._min_tick_ms, round(period_ms * self.per_tick() / turns))
 
     def _retime(self) -> None:
         self._timer.setInterval(self.tick_interval_ms())
@@ -656,6 +663,9 @@ class ChartGroup(QObject):
                 break
             unit = self._units[self._next]
             self._next = (self._next + 1) % len(self._units)
+            unit.rounds += 1
+            if unit.rounds % unit.every:
+                continue  # not this round
             if unit.widget is not None and not on_screen(unit.widget):
                 continue
             unit.refresh(now)

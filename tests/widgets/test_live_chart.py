@@ -398,3 +398,18 @@ def test_an_unchanged_frozen_chart_is_not_redrawn(qtbot: QtBot) -> None:
     chart.push("in", NOW, 6.0)
     chart.refresh(NOW + 2)
     assert curve.xData is not data
+
+
+def test_refreshers_can_take_every_other_round(qtbot: QtBot) -> None:
+    clock = FakeClock()
+    group = ChartGroup(clock=clock)
+    fast: list[float] = []
+    slow: list[float] = []
+    group.add_refresher(fast.append)
+    group.add_refresher(slow.append, every=2)
+    # one and a half turns a round: a tick every 250 / 1.5 ms, one turn each
+    assert group.per_tick() == 1
+    assert group.tick_interval_ms() == round(250 / 1.5)
+    for _ in range(12):
+        group.tick()
+    assert len(fast) == 2 * len(slow) > 0
