@@ -2,9 +2,17 @@
 
 Follows pyqtgraph's ``scrollingPlots.py``/``PlotSpeedTest.py`` habits: each curve is created once
 and then fed with ``setData``; data arrival only appends to preallocated ring buffers; a QTimer in
-the group redraws about ten times a second. ``setClipToView(True)`` only works with x auto-range
-off, so the chart sets its x range itself (following "now", or wherever the user scrolled to
-when frozen) and computes the y range from what is visible.
+the group redraws. ``setClipToView(True)`` only works with x auto-range off, so the chart sets its
+x range itself (following "now", or wherever the user scrolled to when frozen) and computes the
+y range from what is visible.
+
+Redrawing a chart means repainting all of it (the x axis moves with "now"), a few milliseconds
+each. So the group never redraws every chart in one go: each tick of its timer redraws only the
+next chart or tile, round robin, and the timer ticks often enough for each to be redrawn four
+times a second (once a second for the long windows, where a quarter second is less than a
+pixel). No tick takes long enough to make the console stutter. Charts nobody can see (page
+hidden, scrolled away, window minimized) are skipped. The y range moves in coarse "nice" steps,
+so the y axis and its grid are not redrawn on every sample.
 
 Everything here is GUI-thread only: a bridge that receives data on another thread emits a Qt
 signal, and the slot (on the GUI thread) calls ``push``.
@@ -13,22 +21,49 @@ signal, and the slot (on the GUI thread) calls ``push``.
 from __future__ import annotations
 
 import html
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QPointF, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QGraphicsItem, QWidget
 
 from widgets import theme
 from widgets.format import Formatter, format_si
 from widgets.ring_buffer import RingBuffer
 
 WINDOWS: dict[str, float] = {"1 min": 60.0, "15 min": 900.0, "1 h": 3600.0}
-REDRAW_INTERVAL_MS = 100
+MIN_TICK_MS = 15
+"""The group's timer never ticks faster; with more charts than that allows, a tick redraws two."""
+FAST_PERIOD_S = 0.25
+"""Each chart (and tile) is redrawn this often for short windows: 4 Hz."""
+SLOW_PERIOD_S = 1.0
+"""... and this often for windows of 15 minutes and more, where 0.25 s is under a pixel."""
+SLOW_WINDOW_S = 900.0
+
+# Steps the y range snaps to (times a power of ten): the range only moves when the data
+# crosses one, so the axis and its grid are redrawn seldom instead of on every sample.
+_NICE_STEPS = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def nice_ceil(value: float) -> float:
+    """The smallest "nice" number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 times 10^k) >= ``value``."""
+    if value <= 0 or not math.isfinite(value):
+        return value
+    power = 10.0 ** math.floor(math.log10(value))
+    for step in _NICE_STEPS:
+        if step * power >= value * (1 - 1e-9):
+            return step * power
+    return 10.0 * power
+
+
+def refresh_period(window: float) -> float:
+    """Seconds between redraws of one chart showing ``window`` seconds."""
+    return SLOW_PERIOD_S if window >= SLOW_WINDOW_S else FAST_PERIOD_S
 
 
 @dataclass(slots=True)
@@ -83,6 +118,7 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         self._frozen = False
         self._series: dict[str, _Series] = {}
         self._last_x_range: tuple[float, float] | None = None
+        self._y_range: tuple[float, float] | None = None
         self._hover_scene_pos: QPointF | None = None
         self._now = time.time()
 
@@ -94,6 +130,15 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         item.enableAutoRange(x=False, y=False)
         item.setMouseEnabled(x=True, y=False)
         item.showGrid(x=True, y=True, alpha=0.12)
+        # Time needs no SI prefix; with it on, pyqtgraph rewrites the (hidden) axis label as
+        # HTML on every x range change, that is on every redraw.
+        item.getAxis("bottom").enableAutoSIPrefix(False)
+        # Keep the y axis (ticks, labels and its grid lines) as a pixmap: its range moves
+        # seldom (see _fit_y), so a redraw blits it instead of replaying every line and label.
+        # Not the time axis: it moves on every redraw, and caching would only add a pixmap
+        # to clear and blend each time. Its grid keeps to the labelled and the next level.
+        item.getAxis("left").setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        item.getAxis("bottom").setStyle(maxTickLevel=1)
         item.getViewBox().sigRangeChangedManually.connect(self._on_user_range_change)
         # The legend sits in the title row, right-aligned, so it never covers the data.
         self._legend = pg.LegendItem(offset=None, colCount=8, verSpacing=-4, horSpacing=14)
@@ -120,7 +165,19 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         """Create the series ``key`` once (its curve lives as long as the chart)."""
         if key in self._series:
             raise ValueError(f"series {key!r} already exists")
-        curve = self.getPlotItem().plot(name=label or key, connect="finite", antialias=True)
+        # Antialiasing off: a 2 px antialiased pen makes Qt stroke the whole path (several ms a
+        # curve once the window holds a few hundred points); without it pyqtgraph draws plain
+        # line segments, which stay sharp at this width and cost a fraction of that.
+        curve = self.getPlotItem().plot(
+            name=label or key,
+            connect="finite",
+            antialias=False,
+            # Peak downsampling to two points a pixel (pyqtgraph's default keeps ten).
+            autoDownsampleFactor=1.0,
+            # Values are always inside the y range we set, so pyqtgraph's guard against huge
+            # ones is not needed, and it re-processes every curve on each y range change.
+            dynamicRangeLimit=None,
+        )
         series = _Series(
             key=key,
             label=label or key,
@@ -192,19 +249,33 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
     def refresh(self, now: float | None = None, *, follow: bool = True) -> None:
         """Redraw: follow now (unless frozen), feed curves, fit y, update legend and readout.
 
-        ``follow=False`` leaves the x range alone: a chart whose x axis is linked to one that
-        has just followed now is already there (setting it again costs a round of linked
-        range updates on every chart of the group).
+        ``follow=False`` leaves the x range alone (redraw new samples where the chart is).
+        Nothing is done when neither the range nor the data changed since the last redraw.
         """
         self._now = time.time() if now is None else now
         if follow and not self._frozen:
-            self._set_x_range(self._now - self._window, self._now)
-        x0, x1 = self.x_range()
+            x0, x1 = self._now - self._window, self._now
+        else:
+            x0, x1 = self.x_range()
         moved = self._last_x_range != (x0, x1)
-        self._last_x_range = (x0, x1)
-        span = x1 - x0
+        if not moved and not any(s.dirty for s in self._series.values()):
+            return  # frozen (or the clock stood still) and no new samples: nothing to redraw
         lo: float = np.inf
         hi: float = -np.inf
+        for series in self._series.values():
+            _, visible = series.buffer.window(x0, x1, pad=1)
+            finite = visible[np.isfinite(visible)]
+            if finite.size:
+                lo = min(lo, float(finite.min()))
+                hi = max(hi, float(finite.max()))
+        y_range = self._fit_y(lo, hi)
+        vb = self.getPlotItem().getViewBox()
+        x_range = (x0, x1) if (x0, x1) != self.x_range() else None
+        if x_range is not None or y_range is not None:
+            # x and y in one call: each range change makes every curve re-clip its data.
+            vb.setRange(xRange=x_range, yRange=y_range, padding=0)
+        self._last_x_range = (x0, x1)
+        span = x1 - x0
         for series in self._series.values():
             if series.dirty or moved:
                 # A margin of one span each side lets a frozen chart pan smoothly between
@@ -212,28 +283,42 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
                 t, v = series.buffer.window(x0 - span, x1 + span, pad=1)
                 series.curve.setData(t.copy(), v.copy())
                 series.dirty = False
-            _, visible = series.buffer.window(x0, x1, pad=1)
-            finite = visible[np.isfinite(visible)]
-            if finite.size:
-                lo = min(lo, float(finite.min()))
-                hi = max(hi, float(finite.max()))
-        self._fit_y(lo, hi)
+        # Apply the new ranges now rather than in the paint: pyqtgraph otherwise moves the
+        # plot's transform while painting, which schedules a second full repaint of the chart.
+        vb.prepareForPaint()
         self._update_legend()
         if self._hover_scene_pos is not None:
             self._show_readout(self._hover_scene_pos)
 
-    def _fit_y(self, lo: float, hi: float) -> None:
+    def _fit_y(self, lo: float, hi: float) -> tuple[float, float] | None:
+        """The y range for the visible data (nice steps, some hysteresis); None: keep it."""
         if not np.isfinite(lo):
             lo, hi = 0.0, 1.0
         if self._y_from_zero:
             lo = min(lo, 0.0)
         if hi - lo <= 0:
             hi = lo + (abs(lo) or 1.0)
-        top = hi + (hi - lo) * 0.1
+        current = self._y_range
+        if current is not None:
+            c_lo, c_hi = current
+            c_span = c_hi - c_lo
+            # Keep the range while the data fits and still uses at least 40% of it.
+            if lo >= c_lo and hi <= c_hi and (hi - lo) >= 0.4 * c_span:
+                return None
+        span = hi - lo
+        top = hi + span * 0.1
+        bottom = lo if self._y_from_zero and lo == 0 else lo - span * 0.1
+        if bottom >= 0:
+            top = nice_ceil(top)
+        elif top <= 0:
+            bottom = -nice_ceil(-bottom)
+        else:
+            top, bottom = nice_ceil(top), -nice_ceil(-bottom)
+        self._y_range = (bottom, top)
         # A little below zero: pyqtgraph drops tick labels that would cross the axis ends, and
         # an operator wants to see the "0".
-        bottom = lo - (hi - lo) * (0.05 if self._y_from_zero and lo == 0 else 0.1)
-        self.getPlotItem().getViewBox().setYRange(bottom, top, padding=0)
+        pad = (top - bottom) * (0.05 if self._y_from_zero and bottom == 0 else 0.0)
+        return bottom - pad, top
 
     def _update_legend(self) -> None:
         for series in self._series.values():
@@ -385,11 +470,48 @@ class LiveChart(pg.PlotWidget):  # type: ignore[misc]
         super().changeEvent(event)
 
 
+@dataclass(slots=True)
+class _Unit:
+    """One thing the group redraws on its turn: a chart, or a refresher (tiles and the like)."""
+
+    refresh: Callable[[float], None]
+    widget: QWidget | None  # skipped while this is not on screen
+    every: int = 1  # takes its turn on every this many rounds
+    rounds: int = 0
+
+
+def on_screen(widget: QWidget) -> bool:
+    """Whether any of ``widget`` can be seen: shown, not scrolled away, window not minimized.
+
+    Not ``visibleRegion()``: it subtracts opaque children, and a chart (a QGraphicsView) is
+    all viewport, so it always reads empty. The widget's rect clipped by each parent's is.
+    """
+    if not widget.isVisible() or widget.window().isMinimized():
+        return False
+    rect = widget.rect()
+    child = widget
+    while not child.isWindow():
+        parent = child.parentWidget()
+        if parent is None:
+            break
+        rect = rect.translated(child.pos()).intersected(parent.rect())
+        if rect.isEmpty():
+            return False
+        child = parent
+    return True
+
+
 class ChartGroup(QObject):
     """Charts that share one time axis, one window and one freeze, redrawn by one QTimer.
 
-    Linking x axes means panning a frozen chart pans all of them; freezing one (a drag) freezes
-    all. ``start()`` begins redrawing at about 10 Hz; ``stop()`` ends it.
+    ``start()`` begins redrawing; ``stop()`` ends it. Each timer tick (``tick``) redraws only the
+    next few charts and refreshers, round robin, so each is redrawn every ``refresh_period``
+    seconds (4 Hz for short windows) while no single tick does more than a small share of the
+    work; those not on screen are skipped. ``refresh()`` redraws everything at once.
+
+    While following now, every chart sets its own x range (linked x axes would make each chart's
+    step move all the others, a cascade of range updates on every tick). Frozen, the x axes are
+    linked: panning or wheeling one chart pans all of them. Freezing one (a drag) freezes all.
 
     Signals:
         window_changed(float): the window (seconds) changed.
@@ -403,32 +525,44 @@ class ChartGroup(QObject):
         self,
         window: float = 60.0,
         *,
-        interval_ms: int = REDRAW_INTERVAL_MS,
+        min_tick_ms: int = MIN_TICK_MS,
         clock: Callable[[], float] = time.time,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._charts: list[LiveChart] = []
-        self._extra: list[Callable[[float], None]] = []
+        self._units: list[_Unit] = []
+        self._next = 0
         self._window = float(window)
         self._frozen = False
         self._clock = clock
+        self._min_tick_ms = min_tick_ms
         self._timer = QTimer(self)
-        self._timer.setInterval(interval_ms)
-        self._timer.timeout.connect(self.refresh)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)  # coarse timers bunch the turns up
+        self._timer.timeout.connect(self.tick)
+        self._retime()
 
     def add_chart(self, chart: LiveChart) -> None:
-        """Join ``chart`` to the group: linked x axis, the group's window and freeze."""
-        if self._charts:
-            chart.setXLink(self._charts[0])
+        """Join ``chart`` to the group: the group's window, freeze and redraw turns."""
         self._charts.append(chart)
+        self._units.append(_Unit(lambda now: chart.refresh(now), chart))
+        self._retime()
         chart.set_window(self._window)
         chart.set_frozen(self._frozen)
+        if self._frozen and len(self._charts) > 1:
+            chart.setXLink(self._charts[0])
         chart.frozen_changed.connect(self.set_frozen)
 
-    def add_refresher(self, refresh: Callable[[float], None]) -> None:
-        """Also call ``refresh(now)`` on every tick (stat tiles, histograms) so all move as one."""
-        self._extra.append(refresh)
+    def add_refresher(
+        self, refresh: Callable[[float], None], widget: QWidget | None = None, *, every: int = 1
+    ) -> None:
+        """Also call ``refresh(now)`` in turn with the charts (stat tiles, histograms).
+
+        With ``widget``, the turn is skipped while that widget is not on screen. ``every=2``
+        takes the turn on every other round only (half the charts' rate: small sparklines).
+        """
+        self._units.append(_Unit(refresh, widget, max(1, every)))
+        self._retime()
 
     def charts(self) -> list[LiveChart]:
         """The charts, in the order added."""
@@ -439,6 +573,7 @@ class ChartGroup(QObject):
         if seconds == self._window:
             return
         self._window = float(seconds)
+        self._retime()
         for chart in self._charts:
             chart.set_window(seconds)
         self.window_changed.emit(self._window)
@@ -452,8 +587,25 @@ class ChartGroup(QObject):
         if frozen == self._frozen:
             return
         self._frozen = frozen
+        source = self.sender()
         for chart in self._charts:
             chart.set_frozen(frozen)
+        if frozen:
+            # Charts are redrawn in turn, so their ranges differ by a tick or two: freeze them
+            # all on one range (the chart the user dragged, if that is what froze them).
+            lead = source if isinstance(source, LiveChart) else None
+            if lead is None and self._charts:
+                lead = self._charts[0]
+            if lead is not None:
+                x0, x1 = lead.x_range()
+                for chart in self._charts:
+                    if chart is not lead:
+                        chart.getPlotItem().getViewBox().setXRange(x0, x1, padding=0)
+            for chart in self._charts[1:]:
+                chart.setXLink(self._charts[0])
+        else:
+            for chart in self._charts[1:]:
+                chart.setXLink(None)
         self.frozen_changed.emit(frozen)
         self.refresh()
 
@@ -473,11 +625,55 @@ class ChartGroup(QObject):
         """Whether the redraw timer runs."""
         return self._timer.isActive()
 
-    def refresh(self, now: float | None = None) -> None:
-        """Redraw every chart (and refresher) for time ``now`` (default: the clock)."""
+    def refresh_period(self) -> float:
+        """Seconds between two redraws of the same chart (for the current window)."""
+        return refresh_period(self._window)
+
+    def _turns_per_round(self) -> float:
+        return max(1.0, sum(1.0 / unit.every for unit in self._units))
+
+    def per_tick(self) -> int:
+        """How many charts and refreshers one tick redraws (at most): one, unless there are
+        more than a tick every ``min_tick_ms`` can serve."""
+        turns = self._turns_per_round()
+        return max(1, math.ceil(turns * self._min_tick_ms / (self.refresh_period() * 1000)))
+
+    def tick_interval_ms(self) -> int:
+        """The timer's interval: each chart and refresher gets its turn every period."""
+        turns = self._turns_per_round()
+        period_ms = self.refresh_period() * 1000
+        return max(self._min_tick_ms, round(period_ms * self.per_tick() / turns))
+
+    def _retime(self) -> None:
+        self._timer.setInterval(self.tick_interval_ms())
+
+    def tick(self, now: float | None = None) -> int:
+        """Redraw the next ``per_tick()`` charts and refreshers that are on screen, in turn.
+
+        Returns how many were redrawn. Those off screen are passed over (and redrawn on their
+        next turn once visible); a tick looks at each unit at most once.
+        """
+        if not self._units:
+            return 0
         now = self._clock() if now is None else now
-        # The first chart follows now; the others are x-linked to it and follow with it.
-        for index, chart in enumerate(self._charts):
-            chart.refresh(now, follow=index == 0)
-        for refresh in self._extra:
-            refresh(now)
+        budget = self.per_tick()
+        done = 0
+        for _ in range(len(self._units)):
+            if done >= budget:
+                break
+            unit = self._units[self._next]
+            self._next = (self._next + 1) % len(self._units)
+            unit.rounds += 1
+            if unit.rounds % unit.every:
+                continue  # not this round
+            if unit.widget is not None and not on_screen(unit.widget):
+                continue
+            unit.refresh(now)
+            done += 1
+        return done
+
+    def refresh(self, now: float | None = None) -> None:
+        """Redraw every chart (and refresher) for time ``now`` (default: the clock), at once."""
+        now = self._clock() if now is None else now
+        for unit in self._units:
+            unit.refresh(now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +103,10 @@ class SparklineTableModel(QAbstractTableModel):
         """Insert or update the row keyed by ``values[key_field]`` (other fields merge in)."""
         key = str(values[self._key_field])
         if key in self._rows:
-            self._rows[key].update(values)
+            current = self._rows[key]
+            if all(k in current and _same(current[k], v) for k, v in values.items()):
+                return  # nothing new: no dataChanged, so no relayout or repaint of the row
+            current.update(values)
             row = self._keys.index(key)
             self.dataChanged.emit(self.index(row, 0), self.index(row, len(self._columns) - 1))
             return
@@ -222,6 +226,18 @@ CELL_PADDING = 6  # pixels each side of a cell's text; the header uses the same 
 
 def _padding(option: QStyleOptionViewItem) -> int:
     return CELL_PADDING
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, arrays (sparklines) compared element-wise with NaN equal to NaN."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        try:
+            return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+        except TypeError:
+            return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
 
 
 class PaddedDelegate(QStyledItemDelegate):

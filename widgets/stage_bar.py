@@ -59,7 +59,10 @@ class StageBar(QWidget):
     # -- API -------------------------------------------------------------------------------
     def set_values(self, values: Mapping[str, float]) -> None:
         """Seconds per stage key (missing stages count as 0)."""
-        self._values = {key: max(float(values.get(key, 0.0)), 0.0) for key, _ in self._stages}
+        new = {key: max(float(values.get(key, 0.0)), 0.0) for key, _ in self._stages}
+        if new == self._values:
+            return  # unchanged: no relayout, no repaint
+        self._values = new
         self.setToolTip(self.summary())
         self.setAccessibleDescription(self.summary())
         self.updateGeometry()
@@ -67,6 +70,8 @@ class StageBar(QWidget):
 
     def set_title(self, title: str) -> None:
         """The caption above the bar, e.g. "Per-stage latency (p95)"."""
+        if title == self._title:
+            return
         self._title = title
         self.updateGeometry()
         self.update()

@@ -41,8 +41,11 @@ class Sparkline(pg.PlotWidget):  # type: ignore[misc]
         self.setFrameShape(QFrame.Shape.NoFrame)
         self.setStyleSheet("background: transparent")
         item = self.getPlotItem()
-        item.hideAxis("left")
-        item.hideAxis("bottom")
+        for name in ("left", "bottom"):
+            item.hideAxis(name)
+            # Hidden axes still follow the view; without this each range change rewrites
+            # their label as HTML.
+            item.getAxis(name).enableAutoSIPrefix(False)
         item.setMenuEnabled(False)
         item.hideButtons()
         item.setMouseEnabled(x=False, y=False)
@@ -55,7 +58,8 @@ class Sparkline(pg.PlotWidget):  # type: ignore[misc]
         self.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        self.curve = item.plot(connect="finite")
+        # Peak downsampling to two points a pixel (pyqtgraph's default keeps ten).
+        self.curve = item.plot(connect="finite", autoDownsampleFactor=1.0, dynamicRangeLimit=None)
         self.set_color(QColor("#888888"))
 
     def set_color(self, colour: QColor) -> None:
@@ -68,6 +72,7 @@ class Sparkline(pg.PlotWidget):  # type: ignore[misc]
     def show_series(self, t: np.ndarray, v: np.ndarray, x0: float, x1: float) -> None:
         """Draw ``(t, v)`` over the time range ``x0..x1`` (arrays are copied)."""
         finite = v[np.isfinite(v)]
+        y_range = None
         if finite.size:
             lo, hi = float(finite.min()), float(finite.max())
             if hi - lo < 1e-12 * max(1.0, abs(hi)):
@@ -75,9 +80,13 @@ class Sparkline(pg.PlotWidget):  # type: ignore[misc]
             pad = (hi - lo) * 0.12
             lo_view = lo - pad
             self.curve.setFillLevel(lo_view)
-            self.setYRange(lo_view, hi + pad, padding=0)
+            y_range = (lo_view, hi + pad)
+        # x and y in one call: each range change makes the curve re-clip its data.
+        self.getPlotItem().getViewBox().setRange(xRange=(x0, x1), yRange=y_range, padding=0)
         self.curve.setData(np.array(t, copy=True), np.array(v, copy=True))
-        self.setXRange(x0, x1, padding=0)
+        # Apply the ranges now: pyqtgraph would otherwise move the plot's transform while
+        # painting, which schedules a second repaint of the sparkline.
+        self.getPlotItem().getViewBox().prepareForPaint()
 
 
 class StatTile(QFrame):

@@ -91,3 +91,19 @@ def test_double_click_and_enter_activate_the_row(qtbot: QtBot) -> None:
     with qtbot.waitSignal(view.row_activated, timeout=1000) as blocker:
         qtbot.keyClick(view, Qt.Key.Key_Return)
     assert blocker.args == [view.model().index(0, 0).data(KEY_ROLE)]
+
+
+def test_unchanged_rows_emit_no_data_changed() -> None:
+    model = _model()
+    changed: list[int] = []
+    model.dataChanged.connect(lambda top, _bottom, _roles=(): changed.append(top.row()))
+    same = [dict(r, trend=np.array(r["trend"], dtype=np.float64)) for r in ROWS]
+    model.set_rows(same)  # the same numbers (sparklines as arrays): nothing to repaint
+    assert changed == []
+    model.set_rows([dict(ROWS[0], sent=11540), *ROWS[1:]])
+    assert changed == [0]
+    nan_trend = dict(ROWS[1], trend=np.array([np.nan, 1.0]))
+    model.update_row(nan_trend)
+    changed.clear()
+    model.update_row(dict(nan_trend, trend=np.array([np.nan, 1.0])))  # NaN equals NaN here
+    assert changed == []

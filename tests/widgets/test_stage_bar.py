@@ -37,3 +37,14 @@ def test_legend_wraps_when_narrow_and_grows_with_font(qtbot: QtBot) -> None:
     font.setPointSizeF(font.pointSizeF() * 1.5)
     bar.setFont(font)
     assert bar.heightForWidth(1200) > wide
+
+
+def test_unchanged_values_do_not_repaint(qtbot: QtBot) -> None:
+    bar = StageBar()
+    qtbot.addWidget(bar)
+    bar.set_values(VALUES)
+    bar.setToolTip("marker")  # set_values rewrites the tooltip only when it changes something
+    bar.set_values(dict(VALUES))
+    assert bar.toolTip() == "marker"
+    bar.set_values({**VALUES, "smtp": 0.2})
+    assert bar.toolTip() == bar.summary()
