@@ -1138,8 +1138,15 @@ async def run_demo(
     bench_stamp: bool = False,
     max_inflight: int = 4_096,
     ack_timeout: float = 10.0,
+    backlog: Callable[[], float] | None = None,
+    max_backlog_s: float = 2.0,
 ) -> DemoStats:
     """Publish demo traffic at ``rate`` events/s for ``duration`` s (None: until stopped).
+
+    ``backlog`` (events published but not yet processed, e.g. the decide consumer's lag): while
+    it is above ``max_backlog_s`` seconds of traffic the shop holds back, skipping its slots
+    (counted in ``missed``). Run inside the engine, a demo asked for more than the engine can
+    take would otherwise keep the event loop busy publishing and starve the stages it feeds.
 
     Each event goes to ``<subject_prefix>.<type>`` with header ``Nats-Msg-Id`` = its messageId.
     With ``use_jetstream`` the publishes carry reply subjects and up to ``max_inflight`` acks are
@@ -1163,7 +1170,12 @@ async def run_demo(
     prefix = f"{subject_prefix}."
     window = _AckWindow(nc, stats, max_inflight, ack_timeout) if use_jetstream else None
 
+    held_back_above = max(100.0, rate * max_backlog_s)
+
     async def emit(count: int) -> bool:
+        if backlog is not None and backlog() > held_back_above:
+            stats.missed += count
+            return True
         for i in range(count):
             event = next_event()
             name = activity_name(event)

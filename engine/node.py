@@ -467,7 +467,13 @@ async def run_node(settings: Settings, *, demo_rate: float = 0.0) -> int:
             # inbox: behind a real relay, invented addresses at gmail.com could reach people.
             domains = SAFE_DOMAINS if settings.smtp.url else DEFAULT_DOMAINS
             print(f"Demo traffic: {demo_rate:g} events/s", flush=True)
-            await run_demo(node.js, rate=demo_rate, duration=None, shop=DemoShop(domains=domains))
+            await run_demo(
+                node.js,
+                rate=demo_rate,
+                duration=None,
+                shop=DemoShop(domains=domains),
+                backlog=lambda: node.telemetry.gauges.get("consumer_lag", 0.0),
+            )
         await asyncio.Event().wait()
     finally:
         print("Stopping...", flush=True)

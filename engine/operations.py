@@ -226,7 +226,13 @@ def register_operations(control: ControlServer, node: Node) -> None:
         # Consumer-mail domains only while mail stays in the local capture inbox.
         domains = SAFE_DOMAINS if node.settings.smtp.url else DEFAULT_DOMAINS
         demo_state["task"] = asyncio.create_task(
-            run_demo(node.js, rate=float(rate), duration=None, shop=DemoShop(domains=domains))
+            run_demo(
+                node.js,
+                rate=float(rate),
+                duration=None,
+                shop=DemoShop(domains=domains),
+                backlog=lambda: node.telemetry.gauges.get("consumer_lag", 0.0),
+            )
         )
         demo_state["rate"] = float(rate)
         node._tasks.append(demo_state["task"])
