@@ -97,6 +97,7 @@ class Metric:
     INFLIGHT = "inflight"  # intents
     CPU = "cpu"  # fraction of one core
     RSS = "rss_bytes"  # bytes
+    COMPLAINT_RATIO = "complaint_ratio"  # 0..1, complaints / delivered over the last 24 h
 
 
 _RATE_COUNTERS = {
@@ -113,6 +114,8 @@ _GAUGES = {
     Metric.INFLIGHT: ("inflight", "sum"),
     Metric.CPU: ("process_cpu_ratio", "sum"),
     Metric.RSS: ("process_rss_bytes", "sum"),
+    # Computed from the shared ledger by each deliver node (every 60 s): the same everywhere.
+    Metric.COMPLAINT_RATIO: ('complaint_rate{window="24h"}', "max"),
 }
 _PERCENTILES = {
     Metric.E2E_P50: ("e2e_seconds", 0.50),

@@ -133,6 +133,15 @@ TILES: tuple[TileSpec, ...] = (
         "Sent over attempted (sent, deferred, bounced, failed, uncertain), last 10 s.",
     ),
     TileSpec(
+        Metric.COMPLAINT_RATIO,
+        "Complaints (24 h)",
+        format_percent,
+        False,
+        True,
+        "Spam complaints (ARF feedback reports) over delivered mail in the last 24 hours."
+        " Gmail: keep it under 0.1 % (amber); at 0.3 % (red) delivery suffers.",
+    ),
+    TileSpec(
         Metric.QUEUE_DEPTH,
         "Queue depth",
         format_count,
@@ -282,9 +291,23 @@ def _delivery_status(value: float) -> Status | None:
     return Status.HEALTHY if value >= 0.98 else Status.DEGRADED if value >= 0.9 else Status.FAILING
 
 
+# Gmail's sender guidelines: keep spam complaints under 0.1 %; at 0.3 % delivery suffers.
+COMPLAINT_WARNING = 0.001
+COMPLAINT_FAILING = 0.003
+
+
+def _complaint_status(ratio: float) -> Status | None:
+    if not math.isfinite(ratio):
+        return None
+    if ratio >= COMPLAINT_FAILING:
+        return Status.FAILING
+    return Status.DEGRADED if ratio >= COMPLAINT_WARNING else Status.HEALTHY
+
+
 _TILE_STATUS: dict[str, Callable[[float], Status | None]] = {
     Metric.ERROR_RATIO: _error_status,
     Metric.DELIVERY_RATIO: _delivery_status,
+    Metric.COMPLAINT_RATIO: _complaint_status,
 }
 
 

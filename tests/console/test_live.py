@@ -227,3 +227,15 @@ def test_demo_traffic_at_a_chosen_rate(
         assert (await client.request("demo.status"))["running"] is False
 
     run(qloop, scenario(), timeout=60)
+
+
+def test_complaint_rate_is_judged_against_gmails_thresholds() -> None:
+    from console.pages.live import _complaint_status
+    from widgets.theme import Status
+
+    assert _complaint_status(float("nan")) is None
+    assert _complaint_status(0.0) is Status.HEALTHY
+    assert _complaint_status(0.00099) is Status.HEALTHY
+    assert _complaint_status(0.001) is Status.DEGRADED
+    assert _complaint_status(0.0029) is Status.DEGRADED
+    assert _complaint_status(0.003) is Status.FAILING
