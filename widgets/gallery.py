@@ -344,7 +344,7 @@ class Gallery(QWidget):
             page.group.refresh(now)
 
     def start(self) -> None:
-        """Live mode: a sample a second, redraws at 10 Hz."""
+        """Live mode: a sample a second, charts redrawn in turn by their group."""
         self._feed.start()
         self._slow.start()
         for page in self.pages:

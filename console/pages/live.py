@@ -1,9 +1,10 @@
 """The Live page: is mail flowing, fast, and landing? Answered in one glance.
 
-Stat tiles (events in/s, emails out/s, p99 latency, error rate, delivery rate, queue depth) over
+Stat tiles (events in/s, emails out/s, p99 latency, error rate, delivery rate, complaint rate,
+queue depth) over
 the per-stage latency bar, a grid of live charts sharing one time axis, window and freeze, and
 the per-workflow table. Data arrival (``client.metrics_received``) only appends samples; the
-``ChartGroup``'s QTimer redraws charts and tiles in turn (each about 4 times a second, a few per
+``ChartGroup``'s QTimer redraws charts and tiles in turn (charts 3 times a second, a few per
 tick so no tick is long) and a 1 Hz timer recomputes the histogram, stage bar, workflow table
 and staleness.
 """

@@ -14,7 +14,14 @@ from widget_helpers import NOW, themed_frame
 
 from widgets.chart_controls import ChartControls
 from widgets.format import format_rate
-from widgets.live_chart import MIN_TICK_MS, ChartGroup, LiveChart, nice_ceil, on_screen
+from widgets.live_chart import (
+    FAST_PERIOD_S,
+    MIN_TICK_MS,
+    ChartGroup,
+    LiveChart,
+    nice_ceil,
+    on_screen,
+)
 
 
 class FakeClock:
@@ -266,10 +273,10 @@ def test_a_tick_redraws_one_chart_and_every_chart_gets_its_turn(
     clock = FakeClock()
     group, charts, _scroll, _frame = _many_charts(qtbot, clock, 7)
     redrawn = _count_redraws(monkeypatch, charts)
-    # 4 Hz per chart: 7 charts, one a tick, a tick every 250 / 7 ms.
-    assert group.refresh_period() == 0.25
+    # 3 Hz per chart: 7 charts, one a tick, a tick every 333 / 7 ms.
+    assert group.refresh_period() == pytest.approx(1 / 3)
     assert group.per_tick() == 1
-    assert group.tick_interval_ms() == round(250 / 7)
+    assert group.tick_interval_ms() == round(1000 / 3 / 7)
     for _ in range(7):
         before = len(redrawn)
         clock.now += group.tick_interval_ms() / 1000
@@ -286,10 +293,13 @@ def test_many_units_share_ticks_no_faster_than_the_minimum(qtbot: QtBot) -> None
     seen: list[int] = []
     for i in range(40):
         group.add_refresher(lambda _now, i=i: seen.append(i))
-    # 40 turns in 250 ms would need a tick every 6 ms: ticks stay >= 15 ms, three turns each.
-    assert group.per_tick() == 3
-    assert MIN_TICK_MS <= group.tick_interval_ms() <= 250 * 3 / 40 + 1
-    for _ in range(14):
+    # 40 turns in one period (333 ms) would need a tick every 8 ms: ticks stay >= 15 ms, with
+    # two turns each.
+    period_ms = FAST_PERIOD_S * 1000
+    per = group.per_tick()
+    assert per == math.ceil(40 * MIN_TICK_MS / period_ms) == 2
+    assert MIN_TICK_MS <= group.tick_interval_ms() <= period_ms * per / 40 + 1
+    for _ in range(21):
         group.tick()
     assert sorted(seen[:40]) == list(range(40))
     assert len(seen) == 42
@@ -407,9 +417,9 @@ def test_refreshers_can_take_every_other_round(qtbot: QtBot) -> None:
     slow: list[float] = []
     group.add_refresher(fast.append)
     group.add_refresher(slow.append, every=2)
-    # one and a half turns a round: a tick every 250 / 1.5 ms, one turn each
+    # one and a half turns a round: a tick every period / 1.5, one turn each
     assert group.per_tick() == 1
-    assert group.tick_interval_ms() == round(250 / 1.5)
+    assert group.tick_interval_ms() == round(FAST_PERIOD_S * 1000 / 1.5)
     for _ in range(12):
         group.tick()
     assert len(fast) == 2 * len(slow) > 0
