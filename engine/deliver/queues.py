@@ -502,32 +502,19 @@ def pause(
             summary = f"{verb} {scope.label}: {_intents(count)} held"
             if in_flight:
                 summary += f", {_intents(in_flight, 'in-flight')} finish normally"
-        result = {
-            "action": action,
-            "preview": preview,
-            "changed": not already and not preview,
-            "count": count,
-            "in_flight": in_flight,
-            "queues": queues,
-            "control": control,
-            "summary": summary,
-        }
-        if not preview:
-            result["audit_id"] = _audit(
-                conn,
-                actor=actor,
-                action=action,
-                target=scope.target,
-                count=count,
-                detail={
-                    "reason": reason,
-                    "in_flight": in_flight,
-                    "already": already,
-                    "queues": queues[:50],
-                },
-                now=now,
-            )
-    return result
+        return _bulk_result(
+            conn,
+            action=action,
+            preview=preview,
+            queues=queues,
+            summary=summary,
+            actor=actor,
+            target=scope.target,
+            now=now,
+            detail={"reason": reason, "in_flight": in_flight, "already": already},
+            extra={"in_flight": in_flight, "control": control},
+            changed=not already and not preview,
+        )
 
 
 def resume(
@@ -565,32 +552,19 @@ def resume(
         summary = f"{verb} {scope.label}: {_intents(count)} released"
         if still_held:
             summary += f" ({still_held:,} still held by other controls)"
-        result = {
-            "action": action,
-            "preview": preview,
-            "changed": not preview,
-            "count": count,
-            "still_held": still_held,
-            "queues": queues,
-            "control": previous,
-            "summary": summary,
-        }
-        if not preview:
-            result["audit_id"] = _audit(
-                conn,
-                actor=actor,
-                action=action,
-                target=scope.target,
-                count=count,
-                detail={
-                    "reason": reason,
-                    "previous": previous,
-                    "still_held": still_held,
-                    "queues": queues[:50],
-                },
-                now=now,
-            )
-    return result
+        return _bulk_result(
+            conn,
+            action=action,
+            preview=preview,
+            queues=queues,
+            summary=summary,
+            actor=actor,
+            target=scope.target,
+            now=now,
+            detail={"reason": reason, "previous": previous, "still_held": still_held},
+            extra={"still_held": still_held, "control": previous},
+            changed=not preview,
+        )
 
 
 def _still_held_after(conn: Connection, scope: Scope) -> int:
@@ -708,13 +682,15 @@ def _bulk_result(
     now: float,
     detail: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    changed: bool | None = None,
 ) -> dict[str, Any]:
-    """The reply of a bulk verb, and (unless a preview) its audit row in the same transaction."""
+    """The reply of a queue verb, and (unless a preview) its audit row in the same transaction.
+    ``changed`` defaults to "not a preview and something was touched"."""
     count = _total(queues)
     result: dict[str, Any] = {
         "action": action,
         "preview": preview,
-        "changed": not preview and count > 0,
+        "changed": (not preview and count > 0) if changed is None else changed,
         "count": count,
         "queues": queues,
         **(extra or {}),
