@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import qtawesome as qta
-from PySide6.QtCore import QEvent, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QPainter, QPaintEvent, QPalette, QPen
+from PySide6.QtCore import QEvent, QSize, Qt, Signal
+from PySide6.QtGui import QPaintEvent, QPalette
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QToolButton, QWidget
 
 from widgets import theme
@@ -121,26 +121,13 @@ class AlertBanner(QWidget):
         self.update()
 
     def changeEvent(self, event: QEvent) -> None:
-        if event.type() in (
-            QEvent.Type.PaletteChange,
-            QEvent.Type.ApplicationPaletteChange,
-            QEvent.Type.FontChange,
-            QEvent.Type.ApplicationFontChange,
-        ):
+        if event.type() in theme.RESTYLE_EVENTS:
             self._restyle()
         super().changeEvent(event)
 
     def paintEvent(self, event: QPaintEvent) -> None:
         palette = self.palette()
         colour = theme.status_color(self._status, palette)
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
-        painter.setPen(QPen(theme.blend(theme.tint(self._status, palette), colour, 0.5), 1))
-        painter.setBrush(theme.tint(self._status, palette, 0.2))
-        painter.drawRoundedRect(rect, 6, 6)
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(colour)
-        painter.setClipRect(QRectF(rect.left(), rect.top(), 5, rect.height()))
-        painter.drawRoundedRect(rect, 6, 6)
-        painter.end()
+        border = theme.blend(theme.tint(self._status, palette), colour, 0.5)
+        fill = theme.tint(self._status, palette, 0.2)
+        theme.paint_status_card(self, colour, border=border, fill=fill, radius=6)

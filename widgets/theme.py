@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import qtawesome as qta
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPalette, QPixmap
+from PySide6.QtCore import QEvent, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QGuiApplication, QIcon, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import QApplication, QStyleFactory, QWidget
 
 
@@ -411,3 +411,31 @@ __all__ = [
     "toggle_button_qss",
     "use_palette",
 ]
+
+
+# The events after which a widget drawn from the palette and font must restyle itself.
+RESTYLE_EVENTS = frozenset(
+    {
+        QEvent.Type.PaletteChange,
+        QEvent.Type.ApplicationPaletteChange,
+        QEvent.Type.FontChange,
+        QEvent.Type.ApplicationFontChange,
+    }
+)
+
+
+def paint_status_card(
+    widget: QWidget, colour: QColor, *, border: QColor, fill: QColor, radius: float
+) -> None:
+    """A rounded card with a status-coloured stripe down its left edge (banners, toasts)."""
+    painter = QPainter(widget)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    rect = QRectF(widget.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+    painter.setPen(QPen(border, 1))
+    painter.setBrush(fill)
+    painter.drawRoundedRect(rect, radius, radius)
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.setBrush(colour)
+    painter.setClipRect(QRectF(rect.left(), rect.top(), 5, rect.height()))
+    painter.drawRoundedRect(rect, radius, radius)
+    painter.end()

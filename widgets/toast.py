@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import qtawesome as qta
-from PySide6.QtCore import QEvent, QObject, QRectF, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QPainter, QPaintEvent, QPen
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QPaintEvent
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWidget
 
 from widgets import theme
@@ -123,25 +123,13 @@ class Toast(QWidget):
         self.update()
 
     def changeEvent(self, event: QEvent) -> None:
-        if event.type() in (
-            QEvent.Type.PaletteChange,
-            QEvent.Type.ApplicationPaletteChange,
-            QEvent.Type.FontChange,
-        ):
+        if event.type() in theme.RESTYLE_EVENTS:
             self._restyle()
         super().changeEvent(event)
 
     def paintEvent(self, event: QPaintEvent) -> None:
         palette = self.palette()
         colour = theme.status_color(self._status, palette)
-        painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
-        painter.setPen(QPen(theme.blend(theme.border_color(palette), colour, 0.6), 1))
-        painter.setBrush(theme.surface_color(palette))
-        painter.drawRoundedRect(rect, 8, 8)
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(colour)
-        painter.setClipRect(QRectF(rect.left(), rect.top(), 5, rect.height()))
-        painter.drawRoundedRect(rect, 8, 8)
-        painter.end()
+        border = theme.blend(theme.border_color(palette), colour, 0.6)
+        fill = theme.surface_color(palette)
+        theme.paint_status_card(self, colour, border=border, fill=fill, radius=8)
