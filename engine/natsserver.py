@@ -110,6 +110,9 @@ class NatsServer:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
+                # Its own session: a Ctrl-C at the terminal reaches the engine only, which
+                # stops NATS last, after the stages that still use it.
+                start_new_session=True,
             )
         finally:
             log.close()

@@ -104,6 +104,7 @@ class DeliverProcesses:
                 [sys.executable, "-m", "engine", "run", "--settings-stdin"],
                 stdin=subprocess.PIPE,
                 preexec_fn=die_with_parent,
+                start_new_session=True,  # stopped by the parent, in order (see stop)
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
             assert proc.stdin is not None
