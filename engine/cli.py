@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -155,7 +154,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides=cleaned)
 
 
-def _run_async(main: Callable[[], Any]) -> Any:
+def _run_async(main: Callable[[], Any], event_loop: str = "uvloop") -> Any:
     """Run a coroutine with Ctrl-C/SIGTERM turned into a clean stop (``asyncio.CancelledError``)."""
 
     async def runner() -> Any:
@@ -169,17 +168,14 @@ def _run_async(main: Callable[[], Any]) -> Any:
         except asyncio.CancelledError:
             return 0
 
-    return event_loop_runner()(runner())
+    return event_loop_runner(event_loop)(runner())
 
 
-def event_loop_runner() -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    """``uvloop.run`` where uvloop is installed (not on Windows), else ``asyncio.run``.
-
-    The engine is one event loop carrying ingest, decide and deliver; uvloop's cheaper loop
-    turns and socket I/O cut its CPU per email. ``CAMPAIGN_EVENT_LOOP=asyncio`` chooses the
-    standard loop (for comparing, or to rule the loop out when hunting a bug).
-    """
-    if os.environ.get("CAMPAIGN_EVENT_LOOP", "uvloop") != "asyncio":
+def event_loop_runner(event_loop: str) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    """``uvloop.run`` for "uvloop" where uvloop is installed (not on Windows), else
+    ``asyncio.run``. The engine is one event loop carrying ingest, decide and deliver;
+    uvloop's cheaper loop turns and socket I/O cut its CPU per email (``engine.event_loop``)."""
+    if event_loop == "uvloop":
         try:
             import uvloop
         except ImportError:
@@ -217,7 +213,12 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         from engine.node import run_node
 
-        return int(_run_async(lambda: run_node(settings, demo_rate=args.demo_rate)) or 0)
+        return int(
+            _run_async(
+                lambda: run_node(settings, demo_rate=args.demo_rate), settings.engine.event_loop
+            )
+            or 0
+        )
     if args.command == "migrate":
         return commands.migrate(settings)
     if args.command == "import":
