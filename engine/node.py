@@ -319,6 +319,7 @@ class Node:
                 on_intents=on_intents,
                 on_timer=timers.poke,
                 segments=segments,
+                urgent=None if delivery is None else lambda: delivery.awaiting_replies,
             )
             await timers.start()
             self._stack.push_async_callback(timers.stop)
