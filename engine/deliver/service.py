@@ -135,6 +135,11 @@ class DeliveryService:
     # -- public interface -------------------------------------------------------------------
 
     @property
+    def composer(self) -> Composer:
+        """What renders and builds each message (previews use it, to show the same bytes)."""
+        return self._composer
+
+    @property
     def renderer(self) -> Renderer:
         return self._composer.renderer
 
