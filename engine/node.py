@@ -330,6 +330,7 @@ class Node:
                 on_intents=on_intents,
                 on_timer=timers.poke,
                 segments=segments,
+                urgent=None if delivery is None else lambda: delivery.awaiting_replies,
             )
             await timers.start()
             self._stack.push_async_callback(timers.stop)
@@ -358,9 +359,11 @@ class Node:
         from engine.operations import register_operations
 
         register_operations(control, self)
-        from engine.segment_operations import register_segment_operations
+        from engine.segment_operations import follow_segment_changes, register_segment_operations
 
         register_segment_operations(control, self)
+        # Saved segments go live on every node: each reloads on the notice (no restart).
+        self._stack.push_async_callback(await follow_segment_changes(self))
         from engine.authoring.operations import (
             follow_template_changes,
             register_template_operations,

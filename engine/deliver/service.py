@@ -152,6 +152,12 @@ class DeliveryService:
         """Intents claimed by this service and not finished yet."""
         return len(self._inflight)
 
+    @property
+    def awaiting_replies(self) -> bool:
+        """True while a mail transaction on some route waits for the relay (its envelope or
+        its final dot sent): the decide worker lets it finish before a batch (on SQLite)."""
+        return any(route.busy for route in self.routes.values())
+
     def notify(self, intent_ids: Sequence[str]) -> None:
         """Intents just committed as ``queued``: claim them without waiting for the poller.
 
