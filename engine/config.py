@@ -235,10 +235,10 @@ class CapSettings:
 
 
 @dataclass
-class QuietHoursSettings:
-    """Quiet hours (docs/caps.md): marketing sends planned inside ``hours`` of the contact's
-    local time wait until the window ends; never dropped. Empty: no quiet hours. A workflow may
-    set its own (``quiet_hours = "22:00-07:00"`` or ``"none"``)."""
+class QuietSettings:
+    """Quiet hours, ``[quiet]`` (docs/caps.md): marketing sends planned inside ``hours`` of
+    the contact's local time wait until the window ends; never dropped. Empty: no quiet hours.
+    A workflow may set its own (``quiet_hours = "22:00-07:00"`` or ``"none"``)."""
 
     hours: str = ""  # e.g. "21:00-08:00"
     timezone: str = "UTC"  # for contacts whose timezone is not known
@@ -265,7 +265,7 @@ class Settings:
     dkim: dict[str, dict[str, str]] = field(default_factory=dict)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     caps: CapSettings = field(default_factory=CapSettings)
-    quiet_hours: QuietHoursSettings = field(default_factory=QuietHoursSettings)
+    quiet: QuietSettings = field(default_factory=QuietSettings)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -568,14 +568,14 @@ def validate_pacing(settings: Settings) -> None:
         value = getattr(settings.caps, name)
         if value < 0:
             raise ConfigError(f"caps.{name}: expected 0 (no cap) or more mails, got {value!r}")
-    if settings.quiet_hours.hours:
+    if settings.quiet.hours:
         try:
-            QuietHours.parse(settings.quiet_hours.hours)
+            QuietHours.parse(settings.quiet.hours)
         except ValueError as exc:
-            raise ConfigError(f"quiet_hours.hours: {exc}") from None
-    if zone_named(settings.quiet_hours.timezone) is None:
+            raise ConfigError(f"quiet.hours: {exc}") from None
+    if zone_named(settings.quiet.timezone) is None:
         raise ConfigError(
-            f"quiet_hours.timezone: not an IANA timezone name: {settings.quiet_hours.timezone!r}"
+            f"quiet.timezone: not an IANA timezone name: {settings.quiet.timezone!r}"
             " (e.g. Europe/Berlin, America/New_York, UTC)"
         )
 

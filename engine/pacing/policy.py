@@ -25,7 +25,7 @@ DEFAULT_ZONE = "UTC"
 
 @dataclass(frozen=True)
 class Pacing:
-    """Caps and quiet hours as the settings give them (``[caps]``, ``[quiet_hours]``)."""
+    """Caps and quiet hours as the settings give them (``[caps]``, ``[quiet]``)."""
 
     per_day: int = 0
     per_week: int = 0
@@ -35,12 +35,12 @@ class Pacing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Pacing:
-        hours = settings.quiet_hours.hours
+        hours = settings.quiet.hours
         return cls(
             per_day=settings.caps.per_day,
             per_week=settings.caps.per_week,
             quiet=QuietHours.parse(hours) if hours else None,
-            zone_name=settings.quiet_hours.timezone or DEFAULT_ZONE,
+            zone_name=settings.quiet.timezone or DEFAULT_ZONE,
         )
 
     @property
