@@ -119,6 +119,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
 
+    bc = sub.add_parser("broadcast", help="send a template to a segment, now or at a set time")
+    bc_sub = bc.add_subparsers(dest="broadcast_command", required=True, metavar="ACTION")
+    bcreate = bc_sub.add_parser("create", help="schedule a broadcast (--preview: count only)")
+    _common(bcreate)
+    bcreate.add_argument("--template", required=True, metavar="ID", help="email template id")
+    bcreate.add_argument("--segment", required=True, metavar="ID", help="segment id")
+    bcreate.add_argument(
+        "--at", metavar="TIME", help="ISO 8601 with an offset, e.g. 2027-01-15T09:00:00+01:00"
+    )
+    bcreate.add_argument("--name", default="", help="a name for people")
+    bcreate.add_argument("--category", choices=["marketing", "transactional"], default="marketing")
+    bcreate.add_argument("--route", default="default", help="the route to send through")
+    bcreate.add_argument(
+        "--priority", default="low", help="high, normal, low or 0-100 (when a cap binds)"
+    )
+    bcreate.add_argument(
+        "--preview", action="store_true", help="say what it would do; change nothing"
+    )
+    blist = bc_sub.add_parser("list", help="broadcasts with their progress, newest first")
+    _common(blist)
+    blist.add_argument("--limit", type=int, default=20)
+    bcancel = bc_sub.add_parser("cancel", help="stop a broadcast and cancel its pending emails")
+    _common(bcancel)
+    bcancel.add_argument("id", metavar="ID")
+    bcancel.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    bcancel.add_argument("--preview", action="store_true", help="count only; change nothing")
+
     demo = sub.add_parser("demo", help="publish simulated shop traffic to a running engine")
     _common(demo)
     demo.add_argument("--rate", type=float, default=50.0, metavar="N", help="events per second")
@@ -238,6 +265,24 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "dkim":
         out = Path(args.out) if args.out else None
         return commands.dkim_keygen(settings, args.domain, args.selector, out=out, bits=args.bits)
+    if args.command == "broadcast":
+        from engine import broadcast_commands as bc
+
+        if args.broadcast_command == "create":
+            return bc.broadcast_create(
+                settings,
+                template=args.template,
+                segment=args.segment,
+                at=args.at,
+                name=args.name,
+                category=args.category,
+                route=args.route,
+                priority=args.priority,
+                preview=args.preview,
+            )
+        if args.broadcast_command == "list":
+            return bc.broadcast_list(settings, limit=args.limit)
+        return bc.broadcast_cancel(settings, args.id, reason=args.reason, preview=args.preview)
     if args.command == "demo":
         return int(
             _run_async(

@@ -226,6 +226,28 @@ class AlertSettings:
 
 
 @dataclass
+class CapSettings:
+    """Frequency caps on marketing mail per contact (docs/caps.md); 0: no cap.
+
+    Counted per calendar day and per ISO week (Monday to Sunday) in the contact's own timezone,
+    on the day a mail is planned to go out. Transactional mail is never capped nor counted.
+    """
+
+    per_day: int = 0
+    per_week: int = 0
+
+
+@dataclass
+class QuietSettings:
+    """Quiet hours, ``[quiet]`` (docs/caps.md): marketing sends planned inside ``hours`` of
+    the contact's local time wait until the window ends; never dropped. Empty: no quiet hours.
+    A workflow may set its own (``quiet_hours = "22:00-07:00"`` or ``"none"``)."""
+
+    hours: str = ""  # e.g. "21:00-08:00"
+    timezone: str = "UTC"  # for contacts whose timezone is not known
+
+
+@dataclass
 class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -245,6 +267,8 @@ class Settings:
     # is (file: or keyring:), never the key itself. Empty: mail is not signed.
     dkim: dict[str, dict[str, str]] = field(default_factory=dict)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    caps: CapSettings = field(default_factory=CapSettings)
+    quiet: QuietSettings = field(default_factory=QuietSettings)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -505,6 +529,7 @@ def validate(settings: Settings) -> None:
             "feedback: imap_interval and imap_timeout must be positive, imap_batch at least 1"
         )
     validate_alerts(settings.alerts)
+    validate_pacing(settings)
     if settings.smtp.url and not settings.smtp.url.startswith(("smtp://", "smtps://")):
         raise ConfigError(
             f"smtp.url: expected smtp://HOST:PORT or smtps://HOST:PORT, got {settings.smtp.url!r}"
@@ -540,6 +565,26 @@ def validate_alerts(alerts: AlertSettings) -> None:
             raise ConfigError(f"alerts.{name}: expected 0 or more seconds, got {value!r}")
     if alerts.recent < 1:
         raise ConfigError(f"alerts.recent: expected 1 or more, got {alerts.recent!r}")
+
+
+def validate_pacing(settings: Settings) -> None:
+    """Caps and quiet hours in range, with the setting's name in the error."""
+    from engine.pacing.quiet import QuietHours, zone_named
+
+    for name in ("per_day", "per_week"):
+        value = getattr(settings.caps, name)
+        if value < 0:
+            raise ConfigError(f"caps.{name}: expected 0 (no cap) or more mails, got {value!r}")
+    if settings.quiet.hours:
+        try:
+            QuietHours.parse(settings.quiet.hours)
+        except ValueError as exc:
+            raise ConfigError(f"quiet.hours: {exc}") from None
+    if zone_named(settings.quiet.timezone) is None:
+        raise ConfigError(
+            f"quiet.timezone: not an IANA timezone name: {settings.quiet.timezone!r}"
+            " (e.g. Europe/Berlin, America/New_York, UTC)"
+        )
 
 
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:

@@ -338,6 +338,19 @@ class Node:
             self._stack.push_async_callback(decide.stop)
             self.components["decide"] = decide
             self.components["timers"] = timers
+            from engine.broadcasts import BroadcastService
+
+            broadcasts = BroadcastService(
+                store=self.store,
+                clock=self.clock,
+                telemetry=self.telemetry,
+                node=node,
+                pacing=library.workflows.pacing,
+                on_intents=on_intents,
+            )
+            await broadcasts.start()
+            self._stack.push_async_callback(broadcasts.stop)
+            self.components["broadcasts"] = broadcasts
 
         # Alerts after the stages (their telemetry exists) and before the control API serves
         # alerts.*; stopped before the stages so a shutdown does not read as an outage.
@@ -372,6 +385,9 @@ class Node:
         register_template_operations(control, self)
         # Saved templates go live on every node: each reloads on the notice (no restart).
         self._stack.push_async_callback(await follow_template_changes(self))
+        from engine.broadcast_operations import register_broadcast_operations
+
+        register_broadcast_operations(control, self)
         await control.start()
         self._stack.push_async_callback(control.stop)
         self.components["control"] = control

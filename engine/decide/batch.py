@@ -74,6 +74,7 @@ class BatchOutcome:
     duplicates: int = 0
     dead_letters: int = 0
     reentry_skipped: Counter[str] = field(default_factory=Counter)
+    capped: Counter[str] = field(default_factory=Counter)  # suppressed by the frequency cap
     segment_changes: list[MembershipChange] = field(default_factory=list)
     received_at: list[float] = field(default_factory=list)  # of each processed event
     next_timer_at: float | None = None
@@ -88,6 +89,7 @@ class BatchOutcome:
         self.duplicates += other.duplicates
         self.dead_letters += other.dead_letters
         self.reentry_skipped.update(other.reentry_skipped)
+        self.capped.update(other.capped)
         self.segment_changes += other.segment_changes
         self.received_at += other.received_at
         timers = [t for t in (self.next_timer_at, other.next_timer_at) if t is not None]
@@ -218,7 +220,7 @@ class DecideBatch:
             index.activity_windows,
             min((e.timestamp for e in counted), default=now),
         )
-        changes = Changes()
+        changes = Changes(pacing=self.registry.pacing)
         decider = _EventDecider(index, StepMachine(changes), live, history, outcome)
         for event in events:
             contact = contacts[event.contact_key]
@@ -239,6 +241,7 @@ class DecideBatch:
         outcome.next_timer_at = min(soonest, default=None)
         ids, per_workflow = changes.write(conn, sql)
         outcome.intent_ids, outcome.intents_per_workflow = ids, per_workflow
+        outcome.capped.update(c.workflow_id for c in changes.capped)
         outcome.processed = len(events)
 
     def _update_segments(

@@ -287,7 +287,15 @@ class StepMachine:
                 "expires_at": None if wf.expires_after is None else at.due_at + wf.expires_after,
                 "received_at": at.due_at,
                 "decided_at": at.now,
+                "reply": None,
+                "finished_at": None,
             }
+        )
+        intent = self.changes.intents[-1]
+        deferred = self.changes.pacing.plan(
+            intent, priority=wf.priority, quiet_hours=wf.quiet_hours, timezone=contact.timezone
         )
         detail = f"queued {step.template} to {contact.email} (intent {intent_id})"
         self.changes.note(enrollment, at.now, "intent", detail)
+        if deferred is not None:
+            self.changes.note(enrollment, at.now, "quiet_hours", f"intent {intent_id}: {deferred}")

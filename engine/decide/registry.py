@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from engine.decide.conditions import merge_windows
 from engine.decide.workflow import Workflow, workflow_from_definition
+from engine.pacing.policy import Pacing
 from engine.store import Store, schema
 
 
@@ -85,10 +86,12 @@ class WorkflowIndex:
 
 
 class WorkflowRegistry:
-    """The workflows known to this node; ``index`` is the current snapshot."""
+    """The workflows known to this node; ``index`` is the current snapshot. ``pacing`` (caps
+    and quiet hours from the settings) applies to every send they decide."""
 
-    def __init__(self, workflows: Iterable[Workflow] = ()) -> None:
+    def __init__(self, workflows: Iterable[Workflow] = (), *, pacing: Pacing | None = None) -> None:
         self.index = WorkflowIndex.build(workflows)
+        self.pacing = pacing or Pacing()
 
     def replace(self, workflows: Iterable[Workflow]) -> None:
         """Swap in a new set of workflows (all versions)."""

@@ -318,6 +318,8 @@ class DecideWorker:
             t.count("intents_created_total", n, workflow=workflow)
         for workflow, n in outcome.reentry_skipped.items():
             t.count("enrollments_skipped_total", n, workflow=workflow, reason="reentry")
+        for workflow, n in outcome.capped.items():  # the frequency cap's outcomes
+            t.count("intents_total", n, outcome="suppressed", workflow=workflow)
         for received in outcome.received_at:
             t.observe("stage_seconds", max(0.0, outcome.committed_at - received), stage="decide")
         if outcome.processed or outcome.dead_letters:

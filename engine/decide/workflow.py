@@ -63,8 +63,11 @@ _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOP_KEYS = {
     "id", "name", "description", "category", "version", "enabled", "expires_after",
-    "reentry", "params", "trigger", "goal", "steps",
+    "reentry", "params", "trigger", "goal", "steps", "priority", "quiet_hours",
 }  # fmt: skip
+# Priorities (docs/caps.md): a number from 0 to 100, or one of these names.
+PRIORITIES = {"high": 80, "normal": 50, "low": 20}
+DEFAULT_PRIORITY = PRIORITIES["normal"]
 _STEP_KEYS = {
     "send": {"template", "route", "next"},
     "wait": {"duration", "next"},
@@ -201,6 +204,10 @@ class Workflow:
     source: str
     definition: Mapping[str, Any]  # as written (before parameters), for the store
     by_id: Mapping[str, Step] = field(repr=False, compare=False, default_factory=dict)
+    # When the frequency cap binds, a higher priority pre-empts a lower one still queued.
+    priority: int = DEFAULT_PRIORITY
+    # "default" (the setting, marketing only), "none", or a window such as "22:00-07:00".
+    quiet_hours: str = "default"
 
     @property
     def first_step(self) -> str:
@@ -340,7 +347,31 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
         source=source,
         definition=dict(data),
         by_id=by_id,
+        priority=parse_priority(raw.get("priority", DEFAULT_PRIORITY), "priority"),
+        quiet_hours=_quiet_hours(raw.get("quiet_hours", "default")),
     )
+
+
+def parse_priority(raw: object, where: str) -> int:
+    """``high``/``normal``/``low`` or a whole number from 0 to 100."""
+    if isinstance(raw, str) and raw in PRIORITIES:
+        return PRIORITIES[raw]
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 100:
+        return raw
+    raise ValueError(
+        f"{where} must be high, normal, low or a whole number from 0 to 100, got {raw!r}"
+    )
+
+
+def _quiet_hours(raw: object) -> str:
+    from engine.pacing.quiet import QuietHours
+
+    if raw in ("default", "none"):
+        return str(raw)
+    try:
+        return str(QuietHours.parse(raw))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f'quiet_hours: {exc} (or "default", "none")') from None
 
 
 def _params(raw: object, overrides: Mapping[str, Any], wf_id: str) -> dict[str, Any]:

@@ -22,9 +22,11 @@ from engine.deliver.model import (
     Job,
     Outcome,
 )
+from engine.deliver.outcomes import handed_back
 from engine.deliver.smtp import stuff
 from engine.errors import HeaderInvalid
 from engine.mime import build_message, envelope_address, make_message_id, parse_address
+from engine.pacing.policy import quiet_until
 from engine.render import RenderedEmail, Renderer
 from engine.signing import DkimSigner
 from engine.unsubscribe import UnsubscribeTokens
@@ -64,10 +66,13 @@ class Identity:
 
 
 def check_at_send_time(intent: ClaimedIntent, batch: ClaimBatch, now: float) -> Outcome | None:
-    """The outcome when the intent must not be sent now (expired, suppressed), else None.
+    """The outcome when the intent must not be sent now (expired, suppressed, or in its quiet
+    hours: handed back until they end), else None.
 
     Suppression: the address is suppressed for everything, or (marketing only) for marketing,
-    or the contact unsubscribed or explicitly withdrew marketing consent.
+    or the contact unsubscribed or explicitly withdrew marketing consent. Quiet hours were
+    applied when the intent was decided; this catches a retry or a resumed queue that lands in
+    them (docs/caps.md).
     """
     if intent.expires_at is not None and intent.expires_at <= now:
         return _final(intent, EXPIRED, "expired before it could be sent", now)
@@ -84,6 +89,10 @@ def check_at_send_time(intent: ClaimedIntent, batch: ClaimBatch, now: float) -> 
             return _final(intent, SUPPRESSED, "suppressed: the contact unsubscribed", now)
         if contact is not None and _consent_withdrawn(contact):
             return _final(intent, SUPPRESSED, "suppressed: no marketing consent", now)
+    if "quiet_hours" in intent.context:
+        held = quiet_until(intent.context, now)
+        if held is not None:
+            return handed_back(intent, held[1], held[0])
     return None
 
 

@@ -188,6 +188,11 @@ intents = Table(
     Column("dot_at", Float),
     Column("accepted_at", Float),
     Column("finished_at", Float),
+    # Pacing (engine/pacing, revision 0007): the priority when a frequency cap binds, and the
+    # contact's local day and ISO week the send counts on (marketing only, else NULL).
+    Column("priority", Integer),
+    Column("cap_day", String(10)),
+    Column("cap_week", String(8)),
     Index("ix_intents_status_next", "status", "next_attempt_at"),
     Index("ix_intents_contact", "contact_id"),
     Index("ix_intents_workflow_status", "workflow_id", "status"),
@@ -297,4 +302,35 @@ segment_rechecks = Table(
     Column("fire_at", Float, nullable=False),
     PrimaryKeyConstraint("segment_id", "contact_id"),
     Index("ix_segment_rechecks_fire_at", "fire_at"),
+)
+
+# Broadcasts (engine/broadcasts.py): a template sent to a segment's members now or at a time.
+# The fan-out walks the members in contact id order from ``cursor``, one page per transaction,
+# creating intents with dedup keys of their own: a rerun or a restart never mails anyone twice.
+broadcasts = Table(
+    "broadcasts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("template_id", String(100), nullable=False),
+    Column("segment_id", String(100), nullable=False),
+    Column("category", String(20), nullable=False),  # marketing | transactional
+    Column("route", String(100), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("send_at", Float, nullable=False),  # when the fan-out may start
+    # scheduled -> sending (fan-out running) -> sent (every member has an intent) | cancelled
+    Column("state", String(20), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text),  # why it was cancelled
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("cursor", String(255)),  # the last contact id fanned out
+    Column("members", Integer),  # segment members when the fan-out started
+    Column("queued", Integer, nullable=False, default=0),  # intents created
+    Column("capped", Integer, nullable=False, default=0),  # dropped by the frequency cap
+    Column("skipped", Integer, nullable=False, default=0),  # members without an email address
+    Column("claimed_by", String(100)),
+    Column("lease_until", Float),
+    Index("ix_broadcasts_state_send_at", "state", "send_at"),
 )
