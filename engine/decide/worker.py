@@ -65,8 +65,9 @@ class _Stopping(Exception):
     """Raised inside retries when ``stop`` was asked for: leave the batch unacked."""
 
 
-# How long stop() lets a fetch that may be collecting messages finish (see _run).
-STOP_GRACE = 0.25
+# How long past its own timeout stop() lets a fetch that may be collecting messages finish
+# (see _run).
+STOP_GRACE = 0.5
 # How long a batch decided on the event loop waits for mail transactions awaiting a reply
 # (see DecideWorker._make_way).
 MAKE_WAY_MAX = 0.0005
@@ -186,13 +187,15 @@ class DecideWorker:
                 await self._handle(msgs)
         # Stopping. A fetch started while messages were flowing is part of the batch in hand:
         # the server may be delivering its messages right now (they count as ack-pending), and
-        # cancelling it mid-collection would strand them until ack_wait redelivers them. A
-        # collecting fetch ends within milliseconds; one still waiting after STOP_GRACE holds
-        # nothing yet (the stream went quiet) and is cancelled.
+        # cancelling it mid-collection would strand them until ack_wait redelivers them. So it
+        # runs to its end: full, or its own timeout (the server expires the pull then), which
+        # bounds the wait. A fixed short grace was not enough on a loaded machine: a fetch
+        # still collecting after it was cancelled and its messages stranded. Only a fetch
+        # that outlives its timeout by STOP_GRACE (a connection in trouble) is cancelled.
         if self._next_fetch is not None:
             task = self._next_fetch
             if not task.done():
-                await asyncio.wait({task}, timeout=STOP_GRACE)
+                await asyncio.wait({task}, timeout=self.fetch_timeout + STOP_GRACE)
             if not task.done():
                 task.cancel()
             msgs = await self._take(task)
