@@ -98,6 +98,7 @@ class Changes:
     timers: list[dict[str, Any]] = field(default_factory=list)
     cancelled: set[str] = field(default_factory=set)  # enrollments whose stored timers end
     log: list[dict[str, Any]] = field(default_factory=list)
+    exposures: list[dict[str, Any]] = field(default_factory=list)  # experiment arms given
 
     def touch(self, enrollment: Enrollment, now: float) -> None:
         enrollment.updated_at = now
@@ -153,6 +154,10 @@ class Changes:
             for intent_id, workflow_id in found:
                 ids.append(intent_id)
                 per_workflow[workflow_id] += 1
+        if self.exposures:
+            from engine.experiments.exposures import write_exposures
+
+            write_exposures(conn, self.exposures)
         if self.log:
             if sql.lite:
                 lite.insert(conn, schema.enrollment_log, self.log)

@@ -296,6 +296,12 @@ class DecideWorker:
             t.count("intents_created_total", n, workflow=workflow)
         for workflow, n in outcome.reentry_skipped.items():
             t.count("enrollments_skipped_total", n, workflow=workflow, reason="reentry")
+        for converted in outcome.conversions:
+            t.count("conversions_total", workflow=converted.workflow_id)
+            if converted.revenue is not None:
+                t.count(
+                    "conversion_revenue_total", converted.revenue, workflow=converted.workflow_id
+                )
         for received in outcome.received_at:
             t.observe("stage_seconds", max(0.0, outcome.committed_at - received), stage="decide")
         if outcome.processed or outcome.dead_letters:
