@@ -223,6 +223,14 @@ class AlertSettings:
 
 
 @dataclass
+class TrackingSettings:
+    """Open and click tracking (docs/experiments.md); off by default for privacy."""
+
+    opens: bool = False  # a 1x1 image in each mail: opens become Email Opened
+    clicks: bool = False  # links go through a signed redirect: clicks become Email Link Clicked
+
+
+@dataclass
 class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -242,6 +250,7 @@ class Settings:
     # is (file: or keyring:), never the key itself. Empty: mail is not signed.
     dkim: dict[str, dict[str, str]] = field(default_factory=dict)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -26,7 +26,9 @@ from engine.deliver.smtp import stuff
 from engine.errors import HeaderInvalid
 from engine.mime import build_message, envelope_address, make_message_id, parse_address
 from engine.render import Renderer
+from engine.render.renderer import one_line
 from engine.signing import DkimSigner
+from engine.tracking import TrackingLinks
 from engine.unsubscribe import UnsubscribeTokens
 
 log = logging.getLogger(__name__)
@@ -144,11 +146,13 @@ class Composer:
         tokens: UnsubscribeTokens,
         identity: Identity,
         signer: DkimSigner | None = None,
+        tracker: TrackingLinks | None = None,
     ) -> None:
         self.renderer = renderer
         self.tokens = tokens
         self.identity = identity
         self.signer = signer
+        self.tracker = tracker  # open pixel and click redirects, when [tracking] asks
 
     def compose(
         self, intent: ClaimedIntent, contact: ContactRow | None, now: float, *, sign: bool = True
@@ -164,6 +168,23 @@ class Composer:
         context = render_context(intent, contact, unsubscribe_url=url, shop=ident.shop)
         email = self.renderer.render(intent.template_id, context)
         from_address = email.from_address or ident.from_address
+        subject, html = email.subject, email.html
+        experiment = intent.context.get("experiment")
+        if isinstance(experiment, dict):
+            # An experiment's arm may replace the subject and the sender (literal text).
+            if isinstance(experiment.get("subject"), str):
+                subject = one_line(experiment["subject"])
+            if isinstance(experiment.get("sender"), str):
+                from_address = experiment["sender"]
+        if self.tracker is not None:
+            html = self.tracker.instrument(
+                html,
+                intent_id=intent.id,
+                contact_id=intent.contact_id,
+                workflow_id=intent.workflow_id,
+                step_id=intent.step_id,
+                keep=(url,),
+            )
         message_id = make_message_id(intent.id, ident.message_id_domain)
         marketing = intent.category == MARKETING
         # List-Unsubscribe/List-Id only on marketing mail: an order confirmation has no list
@@ -171,8 +192,8 @@ class Composer:
         message = build_message(
             from_address=from_address,
             to_address=intent.to_addr,
-            subject=email.subject,
-            html=email.html,
+            subject=subject,
+            html=html,
             text=email.text,
             message_id=message_id,
             date=now,
