@@ -248,6 +248,14 @@ class QuietSettings:
 
 
 @dataclass
+class TrackingSettings:
+    """Open and click tracking (docs/experiments.md); off by default for privacy."""
+
+    opens: bool = False  # a 1x1 image in each mail: opens become Email Opened
+    clicks: bool = False  # links go through a signed redirect: clicks become Email Link Clicked
+
+
+@dataclass
 class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -269,6 +277,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     caps: CapSettings = field(default_factory=CapSettings)
     quiet: QuietSettings = field(default_factory=QuietSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
 

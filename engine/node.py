@@ -30,6 +30,7 @@ from engine.control import ControlServer
 from engine.natsserver import NatsServer
 from engine.store import Store, open_store
 from engine.telemetry import Telemetry
+from engine.tracking import TrackingLinks
 from engine.unsubscribe import UnsubscribeTokens, load_or_create_secret
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,12 @@ class Node:
                 health=self.health,
                 tokens=tokens,
                 feedback=feedback,
+                tracking=TrackingLinks.from_settings(
+                    tokens,
+                    public_url,
+                    opens=settings.tracking.opens,
+                    clicks=settings.tracking.clicks,
+                ),
             )
             # Bound first so unsubscribe links carry the real port; stopped first in stop().
             bound_host, bound_port = await http.start(host, port)
@@ -388,6 +395,9 @@ class Node:
         from engine.broadcast_operations import register_broadcast_operations
 
         register_broadcast_operations(control, self)
+        from engine.experiments.operations import register_experiment_operations
+
+        register_experiment_operations(control, self)
         await control.start()
         self._stack.push_async_callback(control.stop)
         self.components["control"] = control
@@ -409,6 +419,10 @@ class Node:
                 activity_days=settings.engine.activity_days,
             )
             self._tasks.append(asyncio.create_task(retention, name="retention"))
+            from engine.experiments.operations import run_auto_promotion
+
+            promotion = run_auto_promotion(self)
+            self._tasks.append(asyncio.create_task(promotion, name="experiment-promotion"))
         if self.nats_server is not None:
             Connection(
                 nats_url=self.nats_url,

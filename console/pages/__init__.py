@@ -189,6 +189,12 @@ def register_builtin_pages() -> None:
         "mdi6.email-remove-outline",
         "console.pages.dead_letters:DeadLettersPage",
     )
+    register_page(
+        "experiments",
+        "Experiments",
+        "mdi6.flask-outline",
+        "console.pages.experiments:ExperimentsPage",
+    )
     register_page("settings", "Settings", "mdi6.cog-outline", "console.pages.settings:SettingsPage")
 
 

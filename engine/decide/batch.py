@@ -43,6 +43,8 @@ from engine.decide.sql import DecideSql
 from engine.decide.workflow import Workflow
 from engine.errors import EventInvalid
 from engine.events import Event
+from engine.experiments.conversions import Converted, record_conversions
+from engine.experiments.exposures import winners_for
 from engine.store import Store
 
 if TYPE_CHECKING:  # engine.segments uses engine.decide's conditions: import it late
@@ -80,6 +82,7 @@ class BatchOutcome:
     next_timer_at: float | None = None
     commit_seconds: float = 0.0
     committed_at: float = 0.0
+    conversions: list[Converted] = field(default_factory=list)  # goals attributed to mails
 
     def merge(self, other: BatchOutcome) -> None:
         """Add another outcome (of a part of the same fetched batch) to this one."""
@@ -95,6 +98,7 @@ class BatchOutcome:
         timers = [t for t in (self.next_timer_at, other.next_timer_at) if t is not None]
         self.next_timer_at = min(timers, default=None)
         self.commit_seconds += other.commit_seconds
+        self.conversions += other.conversions
         self.committed_at = max(self.committed_at, other.committed_at)
 
 
@@ -221,7 +225,8 @@ class DecideBatch:
             min((e.timestamp for e in counted), default=now),
         )
         changes = Changes(pacing=self.registry.pacing)
-        decider = _EventDecider(index, StepMachine(changes), live, history, outcome)
+        winners = winners_for(conn, index.versions.values())
+        decider = _EventDecider(index, StepMachine(changes, winners), live, history, outcome)
         for event in events:
             contact = contacts[event.contact_key]
             recent = activity.setdefault(contact.id, RecentActivity())
@@ -242,6 +247,11 @@ class DecideBatch:
         ids, per_workflow = changes.write(conn, sql)
         outcome.intent_ids, outcome.intents_per_workflow = ids, per_workflow
         outcome.capped.update(c.workflow_id for c in changes.capped)
+        if index.goal_events and any(e.activity_name in index.goal_events for e in events):
+            traits = {cid: c.traits for cid, c in contacts.items()}
+            outcome.conversions = record_conversions(
+                conn, index.newest, events, traits, _Activities(activity)
+            )
         outcome.processed = len(events)
 
     def _update_segments(
@@ -418,3 +428,10 @@ def _limited(index: WorkflowIndex, events: Iterable[Event]) -> set[str]:
         for wf in index.triggered_by(e.activity_name)
         if wf.reentry.mode != "always"
     }
+
+
+class _Activities(dict[str, RecentActivity]):
+    """Recent activity per contact; a contact without counted events has none."""
+
+    def __missing__(self, key: str) -> RecentActivity:
+        return RecentActivity()

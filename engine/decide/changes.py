@@ -102,6 +102,7 @@ class Changes:
     log: list[dict[str, Any]] = field(default_factory=list)
     pacing: Pacing = field(default_factory=Pacing)  # caps and quiet hours for new intents
     capped: list[Capped] = field(default_factory=list)  # filled by ``write``
+    exposures: list[dict[str, Any]] = field(default_factory=list)  # experiment arms given
 
     def touch(self, enrollment: Enrollment, now: float) -> None:
         enrollment.updated_at = now
@@ -173,6 +174,10 @@ class Changes:
                 if status == "queued":
                     ids.append(intent_id)
                 per_workflow[workflow_id] += 1
+        if self.exposures:
+            from engine.experiments.exposures import write_exposures
+
+            write_exposures(conn, self.exposures)
         if self.log:
             if sql.lite:
                 lite.insert(conn, schema.enrollment_log, self.log)

@@ -43,6 +43,7 @@ from engine.decide.profiles import RecentActivity, load_activity, load_contacts
 from engine.decide.registry import WorkflowRegistry
 from engine.decide.sql import TRANSIENT_DB_ERRORS, DecideSql
 from engine.decide.workflow import Workflow
+from engine.experiments.exposures import winners_for
 from engine.store import Store
 from engine.telemetry import Telemetry
 
@@ -312,7 +313,7 @@ class TimerService:
         index = self.workflows.index
         activity = load_activity(conn, sql, sorted(contacts), index.activity_windows, now)
         changes = Changes(pacing=self.workflows.pacing)
-        machine = StepMachine(changes)
+        machine = StepMachine(changes, winners_for(conn, index.versions.values()))
         for timer in claimed:
             enrollment = enrollments.get(timer.enrollment_id)
             if enrollment is None:

@@ -323,6 +323,12 @@ class DecideWorker:
             t.count("enrollments_skipped_total", n, workflow=workflow, reason="reentry")
         for workflow, n in outcome.capped.items():  # the frequency cap's outcomes
             t.count("intents_total", n, outcome="suppressed", workflow=workflow)
+        for converted in outcome.conversions:
+            t.count("conversions_total", workflow=converted.workflow_id)
+            if converted.revenue is not None:
+                t.count(
+                    "conversion_revenue_total", converted.revenue, workflow=converted.workflow_id
+                )
         for received in outcome.received_at:
             t.observe("stage_seconds", max(0.0, outcome.committed_at - received), stage="decide")
         if outcome.processed or outcome.dead_letters:

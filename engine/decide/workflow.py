@@ -55,6 +55,7 @@ import orjson
 from engine.decide.conditions import Condition, merge_windows, parse_condition, parse_conditions
 from engine.decide.durations import parse_duration
 from engine.errors import WorkflowInvalid
+from engine.experiments.model import EXPERIMENT_KEYS, Experiment, parse_experiment
 
 EXIT = "exit"  # a step target that ends the enrollment as exited
 CATEGORIES = ("marketing", "transactional")
@@ -69,12 +70,15 @@ _TOP_KEYS = {
 PRIORITIES = {"high": 80, "normal": 50, "low": 20}
 DEFAULT_PRIORITY = PRIORITIES["normal"]
 _STEP_KEYS = {
-    "send": {"template", "route", "next"},
-    "wait": {"duration", "next"},
+    "send": {"template", "route", "next", *EXPERIMENT_KEYS},
+    "wait": {"duration", "next", *EXPERIMENT_KEYS},
     "wait_until": {"event", "where", "match", "timeout", "on_event", "on_timeout"},
     "branch": {"condition", "then", "else"},
     "exit": {"reason"},
 }
+
+DEFAULT_ATTRIBUTION_S = 7 * 86400.0  # [goal] attribution_window when not given
+_GOAL_KEYS = ("attribution_window", "revenue")
 
 # A target: a step id, EXIT, or None for "past the last step" (the enrollment completes).
 Target = str | None
@@ -100,6 +104,7 @@ class SendStep(Step):
     template: str
     route: str
     next: Target
+    experiment: Experiment | None = None
 
     @property
     def type(self) -> str:
@@ -113,6 +118,7 @@ class SendStep(Step):
 class WaitStep(Step):
     duration: float
     next: Target
+    experiment: Experiment | None = None
 
     @property
     def type(self) -> str:
@@ -208,6 +214,17 @@ class Workflow:
     priority: int = DEFAULT_PRIORITY
     # "default" (the setting, marketing only), "none", or a window such as "22:00-07:00".
     quiet_hours: str = "default"
+    # [goal] attribution_window: a conversion counts for the last mail sent within it.
+    attribution_window: float = DEFAULT_ATTRIBUTION_S
+    revenue_property: str | None = None  # [goal] revenue: the property holding the amount
+
+    def experiments(self) -> tuple[Experiment, ...]:
+        """The experiments of this version's steps, in step order."""
+        return tuple(
+            s.experiment
+            for s in self.steps
+            if isinstance(s, SendStep | WaitStep) and s.experiment is not None
+        )
 
     @property
     def first_step(self) -> str:
@@ -329,9 +346,18 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
     if not isinstance(enabled, bool):
         raise ValueError(f"enabled must be true or false, got {enabled!r}")
     expires = raw.get("expires_after")
-    steps = _steps(raw.get("steps"))
+    steps = _steps(raw.get("steps"), wf_id)
     by_id = {step.id: step for step in steps}
     _check_graph(steps, by_id)
+    seen_experiments: set[str] = set()
+    for step in steps:
+        exp = getattr(step, "experiment", None)
+        if exp is not None:
+            if exp.id in seen_experiments:
+                raise ValueError(f"step {step.id!r}: experiment {exp.id!r} is used twice")
+            seen_experiments.add(exp.id)
+    goal_raw = raw.get("goal")
+    window, revenue = _goal_extras(goal_raw)
     return Workflow(
         id=wf_id,
         version=version,
@@ -341,7 +367,7 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
         reentry=_reentry(raw.get("reentry", "always")),
         expires_after=None if expires is None else _duration(expires, "expires_after"),
         trigger=_trigger(raw.get("trigger")),
-        goal=_event_match(raw["goal"], "goal") if "goal" in raw else None,
+        goal=_event_match(_without(goal_raw, _GOAL_KEYS), "goal") if "goal" in raw else None,
         steps=steps,
         params=params,
         source=source,
@@ -349,6 +375,8 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
         by_id=by_id,
         priority=parse_priority(raw.get("priority", DEFAULT_PRIORITY), "priority"),
         quiet_hours=_quiet_hours(raw.get("quiet_hours", "default")),
+        attribution_window=window,
+        revenue_property=revenue,
     )
 
 
@@ -372,6 +400,25 @@ def _quiet_hours(raw: object) -> str:
         return str(QuietHours.parse(raw))  # type: ignore[arg-type]
     except ValueError as exc:
         raise ValueError(f'quiet_hours: {exc} (or "default", "none")') from None
+
+
+def _without(raw: object, keys: Iterable[str]) -> object:
+    if not isinstance(raw, Mapping):
+        return raw
+    return {k: v for k, v in raw.items() if k not in keys}
+
+
+def _goal_extras(raw: object) -> tuple[float, str | None]:
+    """``[goal]``'s ``attribution_window`` and ``revenue`` (docs/experiments.md)."""
+    if not isinstance(raw, Mapping):
+        return DEFAULT_ATTRIBUTION_S, None
+    window = DEFAULT_ATTRIBUTION_S
+    if "attribution_window" in raw:
+        window = _duration(raw["attribution_window"], "[goal].attribution_window")
+    revenue = raw.get("revenue")
+    if revenue is not None and (not isinstance(revenue, str) or not revenue):
+        raise ValueError(f"[goal] revenue must name an event property, got {revenue!r}")
+    return window, revenue
 
 
 def _params(raw: object, overrides: Mapping[str, Any], wf_id: str) -> dict[str, Any]:
@@ -408,7 +455,7 @@ def _param(params: Mapping[str, Any], name: str, where: str) -> Any:
     return params[name]
 
 
-def _steps(raw: object) -> tuple[Step, ...]:
+def _steps(raw: object, wf_id: str = "") -> tuple[Step, ...]:
     if not isinstance(raw, list) or not raw:
         raise ValueError("a workflow needs at least one [[steps]]")
     ids: list[str] = []
@@ -422,10 +469,10 @@ def _steps(raw: object) -> tuple[Step, ...]:
             raise ValueError(f"step {step_id!r}: the id is used twice")
         ids.append(step_id)
     following = [*ids[1:], None]
-    return tuple(_step(item, ids[i], following[i]) for i, item in enumerate(raw))
+    return tuple(_step(item, ids[i], following[i], wf_id) for i, item in enumerate(raw))
 
 
-def _step(raw: Mapping[str, Any], step_id: str, following: Target) -> Step:
+def _step(raw: Mapping[str, Any], step_id: str, following: Target, wf_id: str = "") -> Step:
     where = f"step {step_id!r}"
     kind = raw.get("type")
     if kind not in STEP_TYPES:
@@ -445,11 +492,21 @@ def _step(raw: Mapping[str, Any], step_id: str, following: Target) -> Step:
         route = raw.get("route", "default")
         if not isinstance(route, str) or not route:
             raise ValueError(f"{where}: route must be a route name")
-        return SendStep(step_id, template.strip(), route, target("next"))
+        experiment = parse_experiment(
+            raw, workflow_id=wf_id, step_id=step_id, kind=kind, duration=_duration
+        )
+        return SendStep(step_id, template.strip(), route, target("next"), experiment)
     if kind == "wait":
+        experiment = parse_experiment(
+            raw, workflow_id=wf_id, step_id=step_id, kind=kind, duration=_duration
+        )
         if "duration" not in raw:
-            raise ValueError(f"{where}: a wait needs a duration")
-        return WaitStep(step_id, _duration(raw["duration"], f"{where}.duration"), target("next"))
+            if experiment is None:
+                raise ValueError(f"{where}: a wait needs a duration")
+            longest = max(v.duration or 0.0 for v in experiment.variants)
+            return WaitStep(step_id, longest, target("next"), experiment)
+        duration = _duration(raw["duration"], f"{where}.duration")
+        return WaitStep(step_id, duration, target("next"), experiment)
     if kind == "wait_until":
         event = raw.get("event")
         if not isinstance(event, str) or not event:

@@ -28,7 +28,9 @@ from engine.errors import HeaderInvalid
 from engine.mime import build_message, envelope_address, make_message_id, parse_address
 from engine.pacing.policy import quiet_until
 from engine.render import RenderedEmail, Renderer
+from engine.render.renderer import one_line
 from engine.signing import DkimSigner
+from engine.tracking import TrackingLinks
 from engine.unsubscribe import UnsubscribeTokens
 
 log = logging.getLogger(__name__)
@@ -171,11 +173,13 @@ class Composer:
         tokens: UnsubscribeTokens,
         identity: Identity,
         signer: DkimSigner | None = None,
+        tracker: TrackingLinks | None = None,
     ) -> None:
         self.renderer = renderer
         self.tokens = tokens
         self.identity = identity
         self.signer = signer
+        self.tracker = tracker  # open pixel and click redirects, when [tracking] asks
 
     def build(self, intent: ClaimedIntent, contact: ContactRow | None, now: float) -> BuiltMessage:
         """Render and build the (unsigned) message for one intent, exactly as it is sent.
@@ -188,6 +192,23 @@ class Composer:
         context = render_context(intent, contact, unsubscribe_url=url, shop=ident.shop)
         email = self.renderer.render(intent.template_id, context)
         from_address = email.from_address or ident.from_address
+        subject, html = email.subject, email.html
+        experiment = intent.context.get("experiment")
+        if isinstance(experiment, dict):
+            # An experiment's arm may replace the subject and the sender (literal text).
+            if isinstance(experiment.get("subject"), str):
+                subject = one_line(experiment["subject"])
+            if isinstance(experiment.get("sender"), str):
+                from_address = experiment["sender"]
+        if self.tracker is not None:
+            html = self.tracker.instrument(
+                html,
+                intent_id=intent.id,
+                contact_id=intent.contact_id,
+                workflow_id=intent.workflow_id,
+                step_id=intent.step_id,
+                keep=(url,),
+            )
         message_id = make_message_id(intent.id, ident.message_id_domain)
         marketing = intent.category == MARKETING
         # List-Unsubscribe/List-Id only on marketing mail: an order confirmation has no list
@@ -195,8 +216,8 @@ class Composer:
         message = build_message(
             from_address=from_address,
             to_address=intent.to_addr,
-            subject=email.subject,
-            html=email.html,
+            subject=subject,
+            html=html,
             text=email.text,
             message_id=message_id,
             date=now,

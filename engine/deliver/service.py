@@ -92,7 +92,15 @@ class DeliveryService:
                 f"no DKIM key for the sending domain {identity.message_id_domain!r} of "
                 f"sending.from_address (keys for: {', '.join(signer.domains)})"
             )
-        self._composer = Composer(renderer, tokens, identity, signer)
+        from engine.tracking import TrackingLinks
+
+        tracker = TrackingLinks.from_settings(
+            tokens,
+            identity.public_url,
+            opens=settings.tracking.opens,
+            clicks=settings.tracking.clicks,
+        )
+        self._composer = Composer(renderer, tokens, identity, signer, tracker)
         # DKIM's RSA operation (~0.6 ms) runs on these threads, off the event loop and in
         # parallel: the cryptography library releases the GIL while it signs.
         self._signing: ThreadPoolExecutor | None = None

@@ -334,3 +334,59 @@ broadcasts = Table(
     Column("lease_until", Float),
     Index("ix_broadcasts_state_send_at", "state", "send_at"),
 )
+
+# A goal reached after a mail of the workflow (docs/experiments.md): attributed to the last
+# mail the contact got from that workflow within the goal's attribution window.
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow_id", String(100), nullable=False),
+    Column("step_id", String(100), nullable=False),
+    Column("intent_id", String(32), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("event_id", String(255), nullable=False),  # the goal event's messageId
+    Column("event_name", String(200), nullable=False),
+    Column("trigger_name", String(200), nullable=False),  # the enrollment's trigger event
+    Column("triggered_at", Float, nullable=False),  # the trigger event was received
+    Column("sent_at", Float, nullable=False),  # the mail was accepted by the relay
+    Column("converted_at", Float, nullable=False),  # the goal event's time
+    Column("revenue", Float),
+    UniqueConstraint("workflow_id", "event_id"),
+    Index("ix_conversions_workflow_at", "workflow_id", "converted_at"),
+)
+
+# Every time a contact reaches a step with an experiment: the arm it was given (a holdout row
+# has no intent: it is never mailed), and, once reached, the goal within the window.
+experiment_exposures = Table(
+    "experiment_exposures",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("experiment_id", String(200), nullable=False),
+    Column("workflow_id", String(100), nullable=False),
+    Column("step_id", String(100), nullable=False),
+    Column("variant", String(100), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("enrollment_id", String(32), nullable=False),
+    Column("intent_id", String(32)),
+    Column("exposed_at", Float, nullable=False),
+    Column("converted_at", Float),
+    Column("conversion_event_id", String(255)),
+    Column("revenue", Float),
+    UniqueConstraint("experiment_id", "enrollment_id"),
+    Index("ix_experiment_exposures_experiment_variant", "experiment_id", "variant"),
+    Index("ix_experiment_exposures_contact", "contact_id", "workflow_id"),
+)
+
+# Decisions about experiments: a promoted winner applies to every new assignment.
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("workflow_id", String(100), nullable=False),
+    Column("state", String(20), nullable=False),  # promoted
+    Column("winner", String(100)),
+    Column("decided_at", Float, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("detail", JSON),
+)
