@@ -298,8 +298,17 @@ class Node:
             on_intents = ReadyAnnouncer(self.nc)
 
         if role in ("all", "decide"):
+            from engine.catalog.fanout import FanoutService
             from engine.decide import DecideWorker, TimerService
 
+            fanout = FanoutService(
+                store=self.store,
+                clock=self.clock,
+                telemetry=self.telemetry,
+                node=node,
+                workflows=library.workflows,
+                on_intents=on_intents,
+            )
             timers = TimerService(
                 store=self.store,
                 clock=self.clock,
@@ -319,13 +328,17 @@ class Node:
                 on_intents=on_intents,
                 on_timer=timers.poke,
                 segments=segments,
+                on_fanout=fanout.poke,
             )
+            await fanout.start()
+            self._stack.push_async_callback(fanout.stop)
             await timers.start()
             self._stack.push_async_callback(timers.stop)
             await decide.start()
             self._stack.push_async_callback(decide.stop)
             self.components["decide"] = decide
             self.components["timers"] = timers
+            self.components["catalog_fanout"] = fanout
 
         # Alerts after the stages (their telemetry exists) and before the control API serves
         # alerts.*; stopped before the stages so a shutdown does not read as an outage.

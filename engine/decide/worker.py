@@ -72,7 +72,9 @@ class DecideWorker:
     """Consumes ``EVENTS`` through the durable consumer ``decide``.
 
     ``on_intents(ids)`` is called after each commit that created intents; ``on_timer(fire_at)``
-    (optional) with the earliest timer a batch created, for ``TimerService.poke``.
+    (optional) with the earliest timer a batch created, for ``TimerService.poke``;
+    ``on_fanout()`` (optional) after a batch that started catalog alert fan-outs, for
+    ``engine.catalog.fanout.FanoutService.poke``.
     """
 
     def __init__(
@@ -91,6 +93,7 @@ class DecideWorker:
         segments: SegmentRegistry | None = None,
         fetch_timeout: float = 1.0,
         lag_interval: float = 2.0,
+        on_fanout: Callable[[], None] | None = None,
     ) -> None:
         if parse is None:
             from engine.ingest.validate import parse_event
@@ -102,6 +105,7 @@ class DecideWorker:
         self.batch_size = batch
         self.on_intents = on_intents
         self.on_timer = on_timer
+        self.on_fanout = on_fanout
         self.fetch_timeout = fetch_timeout
         self.lag_interval = lag_interval
         self.store = store
@@ -236,6 +240,8 @@ class DecideWorker:
                 self.on_intents(outcome.intent_ids)
             if outcome.next_timer_at is not None and self.on_timer is not None:
                 self.on_timer(outcome.next_timer_at)
+            if outcome.fanouts and self.on_fanout is not None:
+                self.on_fanout()
         except Exception:  # a listener's bug must not stop the stage; the store has it all
             log.exception("decide: an on_intents/on_timer callback failed")
         for msg in msgs:
