@@ -185,7 +185,7 @@ def _fill(
     if trigger is not None and trigger in products:
         context["product"] = dict(products[trigger])
     cart: list[dict[str, Any]] = []
-    for row in sorted(rows, key=lambda r: r.carted_at or 0.0, reverse=True):
+    for row in sorted(rows, key=lambda r: (-(r.carted_at or 0.0), r.product_id)):
         product = products.get(row.product_id)
         if row.cart_quantity > 0 and product is not None:
             price = product["price"]
@@ -196,7 +196,7 @@ def _fill(
         item["line_total"] for item in cart if item["in_stock"] and item["line_total"] is not None
     )
     viewed = sorted(
-        (r for r in rows if r.viewed_at is not None), key=lambda r: r.viewed_at, reverse=True
+        (r for r in rows if r.viewed_at is not None), key=lambda r: (-r.viewed_at, r.product_id)
     )
     context["recently_viewed"] = [
         dict(products[r.product_id]) for r in viewed if products.get(r.product_id, {}).get("name")
