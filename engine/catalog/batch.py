@@ -12,6 +12,7 @@ people does not hold up the batch that changed its price.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Insert
 
 from engine.catalog.products import (
     ORDER_COMPLETED,
@@ -359,34 +361,53 @@ class CatalogBatch:
 
     def _write(self) -> None:
         conn = self.conn
-        pg = conn.dialect.name == "postgresql"
-        insert = postgresql.insert if pg else sqlite.insert
+        sql = _statements(conn.dialect.name)
         rows = [p.row() for p in self.products.values() if p.changed]
         if rows:
-            stmt = insert(schema.products)
-            update = {c: stmt.excluded[c] for c in rows[0] if c != "id"}
-            conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=update), rows)
+            conn.execute(sql.products, rows)
         rows = [i.row() for i in self.interests.values() if i.changed]
         if rows:
-            stmt = insert(schema.contact_products)
-            keys = ["contact_id", "product_id"]
-            update = {c: stmt.excluded[c] for c in rows[0] if c not in keys}
-            conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=update), rows)
+            conn.execute(sql.interests, rows)
         if self.pairs:
-            table = schema.product_pairs
-            stmt = insert(table)
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["product_id", "other_id"],
-                    set_={"score": table.c.score + stmt.excluded.score},
-                ),
-                [
-                    {"product_id": a, "other_id": b, "score": score}
-                    for (a, b), score in sorted(self.pairs.items())
-                ],
-            )
+            pairs = sorted(self.pairs.items())
+            rows = [{"product_id": a, "other_id": b, "score": w} for (a, b), w in pairs]
+            conn.execute(sql.pairs, rows)
         if self.jobs:
-            conn.execute(insert(schema.catalog_fanouts).on_conflict_do_nothing(), self.jobs)
+            conn.execute(sql.jobs, self.jobs)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    products: Insert
+    interests: Insert
+    pairs: Insert
+    jobs: Insert
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """The batch's writes, built once per dialect (building costs more than running them)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    p, cp, pp = schema.products, schema.contact_products, schema.product_pairs
+    products = insert(p)
+    interests = insert(cp)
+    keys = ["contact_id", "product_id"]
+    pairs = insert(pp)
+    return _Statements(
+        products=products.on_conflict_do_update(
+            index_elements=["id"],
+            set_={c.name: products.excluded[c.name] for c in p.c if c.name != "id"},
+        ),
+        interests=interests.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: interests.excluded[c.name] for c in cp.c if c.name not in keys},
+        ),
+        pairs=pairs.on_conflict_do_update(
+            index_elements=["product_id", "other_id"],
+            set_={"score": pp.c.score + pairs.excluded.score},
+        ),
+        jobs=insert(schema.catalog_fanouts).on_conflict_do_nothing(),
+    )
 
 
 def apply_catalog(

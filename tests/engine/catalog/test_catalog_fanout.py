@@ -129,3 +129,22 @@ def test_a_large_audience_is_walked_a_chunk_per_transaction(
     while fanout.step().job_id is not None:
         pass
     assert len(rig.intents()) == 250
+
+
+def test_catalog_and_fan_out_on_sqlite_and_postgresql(
+    any_store: Store, clock: ManualClock
+) -> None:
+    rig = CatalogRig(any_store, clock, WorkflowRegistry([alert_workflow("drop", "price_drop")]))
+    rig.decide(catalog(clock, "p1", name="Shirt", price=100))
+    rig.decide(
+        track(clock, "ann", "Product Viewed", product_id="p1"),
+        track(clock, "ann", "Product Viewed", product_id="p2"),
+        track(clock, "bob", "Product Added", product_id="p1", quantity=3),
+    )
+    rig.decide(track(clock, "ann", "Product Viewed", product_id="p1"))  # updates the row
+    rig.decide(catalog(clock, "p1", price=70))
+    steps = rig.fan_out(chunk=1)
+    assert [s.enrolled for s in steps] == [1, 1, 0]
+    assert rig.alerted("drop") == ["ann", "bob"]
+    assert rig.interest("bob", "p1").cart_quantity == 3
+    assert len(rig.rows(schema.product_pairs, "product_id")) == 2
