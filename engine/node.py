@@ -316,8 +316,17 @@ class Node:
             on_intents = ReadyAnnouncer(self.nc)
 
         if role in ("all", "decide"):
+            from engine.catalog.fanout import FanoutService
             from engine.decide import DecideWorker, TimerService
 
+            fanout = FanoutService(
+                store=self.store,
+                clock=self.clock,
+                telemetry=self.telemetry,
+                node=node,
+                workflows=library.workflows,
+                on_intents=on_intents,
+            )
             timers = TimerService(
                 store=self.store,
                 clock=self.clock,
@@ -337,8 +346,11 @@ class Node:
                 on_intents=on_intents,
                 on_timer=timers.poke,
                 segments=segments,
+                on_fanout=fanout.poke,
                 urgent=None if delivery is None else lambda: delivery.awaiting_replies,
             )
+            await fanout.start()
+            self._stack.push_async_callback(fanout.stop)
             await timers.start()
             self._stack.push_async_callback(timers.stop)
             await decide.start()
@@ -358,6 +370,7 @@ class Node:
             await broadcasts.start()
             self._stack.push_async_callback(broadcasts.stop)
             self.components["broadcasts"] = broadcasts
+            self.components["catalog_fanout"] = fanout
 
         # Alerts after the stages (their telemetry exists) and before the control API serves
         # alerts.*; stopped before the stages so a shutdown does not read as an outage.

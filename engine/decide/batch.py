@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import Connection
 
+from engine.catalog.batch import apply_catalog
+from engine.catalog.products import is_catalog_event
 from engine.clock import Clock
 from engine.decide import lite
 from engine.decide.changes import LIVE_STATES, Changes, Enrollment
@@ -78,6 +80,7 @@ class BatchOutcome:
     reentry_skipped: Counter[str] = field(default_factory=Counter)
     capped: Counter[str] = field(default_factory=Counter)  # suppressed by the frequency cap
     segment_changes: list[MembershipChange] = field(default_factory=list)
+    fanouts: list[str] = field(default_factory=list)  # catalog alert jobs this batch started
     received_at: list[float] = field(default_factory=list)  # of each processed event
     next_timer_at: float | None = None
     commit_seconds: float = 0.0
@@ -94,6 +97,7 @@ class BatchOutcome:
         self.reentry_skipped.update(other.reentry_skipped)
         self.capped.update(other.capped)
         self.segment_changes += other.segment_changes
+        self.fanouts += other.fanouts
         self.received_at += other.received_at
         timers = [t for t in (self.next_timer_at, other.next_timer_at) if t is not None]
         self.next_timer_at = min(timers, default=None)
@@ -210,6 +214,19 @@ class DecideBatch:
         return len(conn.execute(self.sql.dead_letters, rows).all())
 
     def _decide(
+        self, conn: Connection, events: list[Event], now: float, outcome: BatchOutcome
+    ) -> None:
+        # The catalog source's events describe products, not people: no contact, activity,
+        # segment or workflow work for them.
+        catalog = apply_catalog(conn, self.registry.index, events, now)
+        outcome.fanouts = catalog.fanouts
+        people = [e for e in events if not is_catalog_event(e.activity_name)]
+        if people:
+            self._decide_people(conn, people, now, outcome)
+        outcome.received_at += [e.received_at for e in events if is_catalog_event(e.activity_name)]
+        outcome.processed = len(events)
+
+    def _decide_people(
         self, conn: Connection, events: list[Event], now: float, outcome: BatchOutcome
     ) -> None:
         index, sql = self.registry.index, self.sql

@@ -32,6 +32,7 @@ class WorkflowIndex:
     activity_windows: Mapping[str, float] = field(default_factory=dict)
     counting_events: frozenset[str] = frozenset()  # events whose decisions may count activity
     segment_triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)
+    catalog_triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)  # by kind
 
     @classmethod
     def build(cls, workflows: Iterable[Workflow]) -> WorkflowIndex:
@@ -42,18 +43,22 @@ class WorkflowIndex:
                 newest[wf.id] = wf
         triggers: dict[str, list[Workflow]] = {}
         on_segment: dict[str, list[Workflow]] = {}
+        on_catalog: dict[str, list[Workflow]] = {}
         for wf in sorted(newest.values(), key=lambda w: w.id):
             if wf.enabled:
                 for name in wf.trigger.events:
                     triggers.setdefault(name, []).append(wf)
                 if wf.trigger.segment is not None:
                     on_segment.setdefault(wf.trigger.segment, []).append(wf)
+                if wf.trigger.catalog is not None:
+                    on_catalog.setdefault(wf.trigger.catalog.kind, []).append(wf)
         every = list(versions.values())
         return cls(
             versions=versions,
             newest=newest,
             triggers={name: tuple(wfs) for name, wfs in triggers.items()},
             segment_triggers={sid: tuple(wfs) for sid, wfs in on_segment.items()},
+            catalog_triggers={kind: tuple(wfs) for kind, wfs in on_catalog.items()},
             goal_events=frozenset(n for wf in every if wf.goal for n in wf.goal.events),
             awaited_events=frozenset(n for wf in every for n in wf.awaited_events()),
             activity_windows=merge_windows(wf.activity_windows() for wf in every),

@@ -77,7 +77,9 @@ class DecideWorker:
     """Consumes ``EVENTS`` through the durable consumer ``decide``.
 
     ``on_intents(ids)`` is called after each commit that created intents; ``on_timer(fire_at)``
-    (optional) with the earliest timer a batch created, for ``TimerService.poke``.
+    (optional) with the earliest timer a batch created, for ``TimerService.poke``;
+    ``on_fanout()`` (optional) after a batch that started catalog alert fan-outs, for
+    ``engine.catalog.fanout.FanoutService.poke``.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class DecideWorker:
         segments: SegmentRegistry | None = None,
         fetch_timeout: float = 1.0,
         lag_interval: float = 2.0,
+        on_fanout: Callable[[], None] | None = None,
         urgent: Callable[[], bool] | None = None,
     ) -> None:
         """``urgent()`` (optional) says latency-critical work is in progress on this event loop
@@ -110,6 +113,7 @@ class DecideWorker:
         self.batch_size = batch
         self.on_intents = on_intents
         self.on_timer = on_timer
+        self.on_fanout = on_fanout
         self.fetch_timeout = fetch_timeout
         self.lag_interval = lag_interval
         self.store = store
@@ -261,6 +265,8 @@ class DecideWorker:
                 self.on_intents(outcome.intent_ids)
             if outcome.next_timer_at is not None and self.on_timer is not None:
                 self.on_timer(outcome.next_timer_at)
+            if outcome.fanouts and self.on_fanout is not None:
+                self.on_fanout()
         except Exception:  # a listener's bug must not stop the stage; the store has it all
             log.exception("decide: an on_intents/on_timer callback failed")
         for msg in msgs:

@@ -178,6 +178,29 @@ class EventMatch:
     events: tuple[str, ...]
     where: tuple[Condition, ...] = ()
     segment: str | None = None
+    catalog: CatalogTrigger | None = None
+
+
+CATALOG_KINDS = ("price_drop", "back_in_stock")
+# The synthetic trigger event of each kind's enrollments (its properties: the product).
+ALERT_EVENTS = {"price_drop": "Price Dropped", "back_in_stock": "Back In Stock"}
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTrigger:
+    """A fan-out trigger on a catalog change (``[trigger] catalog = "price_drop"``).
+
+    ``price_drop``: the catalog price fell by at least ``min_drop_percent``; it mails the
+    contacts who viewed or carted the product within ``lookback`` and did not buy it since.
+    ``back_in_stock``: the stock went from 0 (or less) to more; it mails the contacts who
+    viewed or carted the product while it was out of stock, within ``lookback``.
+    Either way a contact gets at most one alert of the workflow per product per ``window``.
+    """
+
+    kind: str
+    lookback: float
+    window: float
+    min_drop_percent: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,6 +612,8 @@ def _event_match(raw: object, where: str) -> EventMatch:
 
 
 def _trigger(raw: object) -> EventMatch:
+    if isinstance(raw, Mapping) and "catalog" in raw:
+        return _catalog_trigger(raw)
     if isinstance(raw, Mapping) and "segment_entered" in raw:
         _only(raw, {"segment_entered", "where"}, "[trigger]")
         segment = raw["segment_entered"]
@@ -596,6 +621,41 @@ def _trigger(raw: object) -> EventMatch:
             raise ValueError(f"[trigger] segment_entered must be a segment id, got {segment!r}")
         return EventMatch((), parse_conditions(raw.get("where"), "[trigger].where"), segment)
     return _event_match(raw, "trigger")
+
+
+def _catalog_trigger(raw: Mapping[str, Any]) -> EventMatch:
+    kind = raw["catalog"]
+    if kind not in CATALOG_KINDS:
+        raise ValueError(
+            f"[trigger] catalog must be one of {', '.join(CATALOG_KINDS)}, got {kind!r}"
+        )
+    allowed = {"catalog", "lookback", "window", "where"}
+    if kind == "price_drop":
+        allowed.add("min_drop_percent")
+    _only(raw, allowed, "[trigger]")
+    for key in ("lookback", "window"):
+        if key not in raw:
+            raise ValueError(f'[trigger] a catalog trigger needs {key} (e.g. {key} = "7d")')
+    drop = 0.0
+    if kind == "price_drop":
+        value = raw.get("min_drop_percent")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(
+                f"[trigger] min_drop_percent must be a number from 0 to 100, got {value!r}"
+            )
+        if not 0 < value < 100:
+            raise ValueError(
+                f"[trigger] min_drop_percent must be more than 0 and less than 100, got {value!r}"
+            )
+        drop = float(value)
+    trigger = CatalogTrigger(
+        kind,
+        _duration(raw["lookback"], "[trigger].lookback"),
+        _duration(raw["window"], "[trigger].window"),
+        drop,
+    )
+    where = parse_conditions(raw.get("where"), "[trigger].where")
+    return EventMatch((), where, None, trigger)
 
 
 def _reentry(raw: object) -> Reentry:

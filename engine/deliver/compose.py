@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from engine.catalog.send_data import alert_stale
 from engine.config import SendingSettings
 from engine.deliver.model import (
     EXPIRED,
@@ -78,6 +79,9 @@ def check_at_send_time(intent: ClaimedIntent, batch: ClaimBatch, now: float) -> 
     """
     if intent.expires_at is not None and intent.expires_at <= now:
         return _final(intent, EXPIRED, "expired before it could be sent", now)
+    stale = alert_stale(intent.context)  # a price drop or restock the catalog took back
+    if stale is not None:
+        return _final(intent, EXPIRED, stale, now)
     address = intent.to_addr.lower()
     scope = batch.suppressions.get(address)
     if scope == "all":

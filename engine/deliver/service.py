@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+from engine.catalog.send_data import CATALOG_VARIABLES, attach, is_alert
 from engine.clock import Clock
 from engine.config import Settings
 from engine.deliver import outcomes, queues
@@ -335,9 +336,23 @@ class DeliveryService:
     async def _claim(self, limit: int, ids: list[str] | None) -> ClaimBatch:
         now = self._clock.now()
         lease_until = now + self.tuning.lease_seconds
-        return await self._run_blocking(
+        batch = await self._run_blocking(
             lambda: self._ledger.claim(now=now, lease_until=lease_until, limit=limit, ids=ids)
         )
+        # Catalog data (current prices, the cart, recommendations; the alert re-check) only
+        # for the intents whose template reads it or that are catalog alerts.
+        uses = self._composer.renderer.variables
+        wanted = [
+            (i.contact_id, i.context)
+            for i in batch.intents
+            if is_alert(i.context) or uses(i.template_id) & CATALOG_VARIABLES
+        ]
+        if wanted:
+            try:
+                await self._run_blocking(lambda: attach(self._store, wanted, now))
+            except Exception:  # sent without it: the template shows what the event said
+                log.exception("deliver: loading catalog data failed")
+        return batch
 
     async def _dispatch(self, batch: ClaimBatch) -> None:
         now = self._clock.now()

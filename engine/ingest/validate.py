@@ -17,6 +17,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.catalog.products import check_catalog_event, is_catalog_event
 from engine.errors import EventInvalid
 from engine.events import EVENT_TYPES, Event
 from engine.ids import new_id
@@ -89,6 +90,8 @@ def parse_event(data: object, *, received_at: float | None = None) -> Event:
         raise EventInvalid("previousId", "is required for alias events")
 
     properties = _object(data.get("properties"), "properties")
+    if name is not None and kind == "track" and is_catalog_event(name):
+        check_catalog_event(properties)
     traits = _object(data.get("traits"), "traits")
     context = _object(data.get("context"), "context")
     _object(data.get("integrations"), "integrations")

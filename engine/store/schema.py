@@ -390,3 +390,80 @@ experiments = Table(
     Column("actor", String(200), nullable=False),
     Column("detail", JSON),
 )
+
+# The product catalog (engine/catalog): one row per product, from the catalog source's
+# ``Product Updated`` events and, for products it has not described, from shopper events.
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(255), primary_key=True),  # the events' product_id
+    Column("name", String(500)),
+    Column("price", Float),
+    Column("previous_price", Float),  # the price before the last change
+    Column("currency", String(3)),
+    Column("stock", Integer),  # None: not known
+    Column("url", Text),
+    Column("image_url", Text),
+    Column("source", String(10), nullable=False),  # catalog | event (shopper events only)
+    Column("price_changed_at", Float),
+    Column("stock_changed_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+# What each contact did with each product: the cart, recent views, purchases, and views made
+# while the product was out of stock (for back-in-stock alerts).
+contact_products = Table(
+    "contact_products",
+    metadata,
+    Column("contact_id", String(255), nullable=False),
+    Column("product_id", String(255), nullable=False),
+    Column("viewed_at", Float),
+    Column("carted_at", Float),
+    Column("cart_quantity", Integer, nullable=False, default=0),
+    Column("bought_at", Float),
+    Column("looked_out_at", Float),  # last view or add while the product was out of stock
+    PrimaryKeyConstraint("contact_id", "product_id"),
+    # Fan-out walks one product's contacts in id order.
+    Index("ix_contact_products_product_contact", "product_id", "contact_id"),
+)
+
+# Item-to-item recommendations: how often two products were viewed or bought together.
+product_pairs = Table(
+    "product_pairs",
+    metadata,
+    Column("product_id", String(255), nullable=False),
+    Column("other_id", String(255), nullable=False),
+    Column("score", Float, nullable=False),
+    PrimaryKeyConstraint("product_id", "other_id"),
+)
+
+# A price drop or back-in-stock alert to send to a product's lookers, walked a chunk of
+# contacts per transaction (``after`` is the last contact id done).
+catalog_fanouts = Table(
+    "catalog_fanouts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workflow_id", String(100), nullable=False),
+    Column("workflow_version", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),  # price_drop | back_in_stock
+    Column("product_id", String(255), nullable=False),
+    Column("event", JSON, nullable=False),  # the synthetic trigger event's properties
+    Column("state", String(10), nullable=False),  # pending | done
+    Column("after", String(255)),
+    Column("enrolled", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Index("ix_catalog_fanouts_state_created", "state", "created_at"),
+)
+
+# When each contact last got an alert of a workflow about a product: at most one per window.
+catalog_alerts = Table(
+    "catalog_alerts",
+    metadata,
+    Column("workflow_id", String(100), nullable=False),
+    Column("product_id", String(255), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("sent_at", Float, nullable=False),
+    PrimaryKeyConstraint("workflow_id", "product_id", "contact_id"),
+)

@@ -301,17 +301,17 @@ async def test_a_save_on_one_node_is_live_on_the_others(tmp_path: Path) -> None:
 
 async def test_a_new_template_can_be_created(node: Node) -> None:
     draft = {
-        "name": "Back in stock",
+        "name": "Restock notice",
         "subject": "{{ properties.name }} is back",
         "body": "<html><body><p>Hi {{ contact.first_name }}</p>"
         '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> {{ shop.address }}</p></body></html>',
         "format": "html",
     }
-    saved = await call(node, "templates.save", {"template": "back-in-stock", "draft": draft})
+    saved = await call(node, "templates.save", {"template": "restock-notice", "draft": draft})
     assert saved["version"] == 1
     listed = await call(node, "templates.list")
-    row = next(t for t in listed["templates"] if t["id"] == "back-in-stock")
-    assert row["name"] == "Back in stock" and row["versions"] == 1 and row["used_by"] == []
+    row = next(t for t in listed["templates"] if t["id"] == "restock-notice")
+    assert row["name"] == "Restock notice" and row["versions"] == 1 and row["used_by"] == []
     with pytest.raises(ControlError, match=r"draft\.body is required"):
         await call(node, "templates.save", {"template": "empty-one", "draft": {"subject": "s"}})
     with pytest.raises(ControlError, match="bad template id"):

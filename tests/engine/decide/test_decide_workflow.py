@@ -54,6 +54,8 @@ def test_every_starter_workflow_loads() -> None:
         "abandoned-cart",
         "browse-abandonment",
         "re-engagement",
+        "price-drop",
+        "back-in-stock",
     }
     assert loaded["order-confirmation"].category == "transactional"
     assert loaded["shipping-update"].category == "transactional"
