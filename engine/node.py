@@ -361,6 +361,9 @@ class Node:
         from engine.segment_operations import register_segment_operations
 
         register_segment_operations(control, self)
+        from engine.contact_operations import register_contact_operations
+
+        register_contact_operations(control, self)
         from engine.authoring.operations import (
             follow_template_changes,
             register_template_operations,
