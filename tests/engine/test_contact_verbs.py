@@ -251,6 +251,11 @@ async def test_why_not_names_the_first_reason(node: Node) -> None:
         node, "contacts.why_not", {"contact": "u-unsub", "workflow": "order-confirmation"}
     )
     assert transactional["got"] is True and transactional["also"] == []
+    every = await call(node, "contacts.why_not", {"contact": "u-unsub"})
+    by_workflow = {a["workflow"]: a["reason"] for a in every["answers"]}
+    assert by_workflow["order-confirmation"] == "sent"
+    assert by_workflow["abandoned-cart"] == "suppressed"
+    assert by_workflow["welcome-series"] == "no_trigger_event"
     profile = await call(node, "contacts.show", {"contact": "u-unsub"})
     assert profile["blocked"]["transactional"] == [] and profile["blocked"]["marketing"]
 
