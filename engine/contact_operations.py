@@ -10,7 +10,8 @@
   at most 100), newest first, each with every decision in order (trigger matched, waited,
   branch taken, queued, sent with the relay's reply, suppressed, exited, converted ...);
 - ``contacts.why_not {contact, workflow}`` -> the first reason the contact did not get that
-  workflow's email, in words (engine/why_not.py), and what would still stop it.
+  workflow's email, in words (engine/why_not.py), and what would still stop it; without
+  ``workflow``, ``{contact, answers}`` with one answer per workflow (newest versions).
 
 ``contacts.search`` and ``contacts.events`` live with the template editor's verbs
 (engine/authoring/operations.py). Bad arguments are refused with a message naming the problem.
@@ -138,20 +139,25 @@ def register_contact_operations(control: ControlServer, node: Node) -> None:
     async def contacts_why_not(args: dict[str, Any], actor: str) -> Any:
         _check_keys(args, ("contact", "workflow"))
         cid = _text(args, "contact")
-        wid = _text(args, "workflow", 100)
         index = registry().index
-        wf = index.get(wid)
-        if wf is None:
-            names = ", ".join(sorted(index.newest)) or "none yet"
-            raise ControlError(f"there is no workflow {wid!r} (workflows: {names})")
+        newest = dict(index.newest)
+        if "workflow" in args:
+            wid = _text(args, "workflow", 100)
+            if wid not in newest:
+                names = ", ".join(sorted(newest)) or "none yet"
+                raise ControlError(f"there is no workflow {wid!r} (workflows: {names})")
+            chosen = [newest[wid]]
+        else:
+            chosen = [newest[w] for w in sorted(newest)]
         now = node.clock.now()
 
-        def run() -> dict[str, Any]:
+        def run() -> list[dict[str, Any]]:
             with store().begin() as conn:
                 row = contact(conn, cid)
-                return why_not(conn, row, wf, dict(index.newest), now)
+                return [why_not(conn, row, wf, newest, now) for wf in chosen]
 
-        return await asyncio.to_thread(run)
+        answers = await asyncio.to_thread(run)
+        return answers[0] if "workflow" in args else {"contact": cid, "answers": answers}
 
     for verb, handler in (
         ("contacts.show", contacts_show),
