@@ -397,6 +397,9 @@ class Node:
         register_segment_operations(control, self)
         # Saved segments go live on every node: each reloads on the notice (no restart).
         self._stack.push_async_callback(await follow_segment_changes(self))
+        from engine.contact_operations import register_contact_operations
+
+        register_contact_operations(control, self)
         from engine.authoring.operations import (
             follow_template_changes,
             register_template_operations,

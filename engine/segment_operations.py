@@ -14,7 +14,10 @@
   ``value`` each atom looked at;
 - ``segments.history {segment, since?, bucket?}`` -> member count at the end of each bucket
   (default 1 h, at most 1,000 buckets) with the entries and exits in it;
-- ``segments.build_status {segment?}`` -> the builds this node ran or runs.
+- ``segments.build_status {segment?}`` -> the builds this node ran or runs;
+- ``segments.preview {text, limit?}`` -> a draft evaluated over the stored contacts without
+  saving: ``{text, members, scanned, total, complete, stopped, sample, at, seconds}``, bounded
+  (at most 50,000 contacts and about 3 s; ``complete`` false and ``stopped`` say so).
 
 A save goes live on the node that took it at once, and on every other node within a round
 trip: it publishes ``segments.changed`` (core NATS) and each node reloads the newest versions
@@ -42,6 +45,7 @@ from engine.segments.build import SegmentBuilder
 from engine.segments.evaluate import explain, holds
 from engine.segments.membership import SegmentRegistry, load_profiles
 from engine.segments.model import SEGMENT_ID, SegmentInvalid
+from engine.segments.preview import count_draft, parse_draft
 from engine.store import Store, schema
 
 if TYPE_CHECKING:
@@ -285,6 +289,19 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         sid = known(args) if "segment" in args else None
         return {"builds": builder().status(sid)}
 
+    async def segments_preview(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, ("text", "limit"))
+        text = _text(args, "text", _MAX_TEXT)
+        limit = int(_number(args, "limit", 10, 0, 100))
+        index = registry().index
+        try:
+            condition = parse_draft(text, index)
+        except SegmentInvalid as exc:
+            raise ControlError(str(exc)) from exc
+        now = node.clock.now()
+        found = await asyncio.to_thread(count_draft, store(), index, condition, now, sample=limit)
+        return found.as_dict()
+
     for verb, handler in (
         ("segments.list", segments_list),
         ("segments.get", segments_get),
@@ -294,6 +311,7 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         ("segments.why", segments_why),
         ("segments.history", segments_history),
         ("segments.build_status", segments_build_status),
+        ("segments.preview", segments_preview),
     ):
         control.register(verb, handler)
 

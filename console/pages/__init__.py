@@ -178,6 +178,18 @@ def register_builtin_pages() -> None:
         "console.pages.templates:TemplatesPage",
     )
     register_page(
+        "segments",
+        "Segments",
+        "mdi6.account-group-outline",
+        "console.pages.segments:SegmentsPage",
+    )
+    register_page(
+        "contacts",
+        "Contacts",
+        "mdi6.card-account-details-outline",
+        "console.pages.contacts:ContactsPage",
+    )
+    register_page(
         "inbox", "Inbox", "mdi6.inbox-arrow-down-outline", "console.pages.inbox:InboxPage"
     )
     register_page(
