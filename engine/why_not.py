@@ -110,6 +110,10 @@ def _first_reason(
         if trigger_answer is not None:
             return trigger_answer
         matching: list[Any] = []
+    elif wf.trigger.catalog is not None:
+        if not stories:
+            return _no_catalog_alert(contact, wf)
+        matching = []
     else:
         names = wf.trigger.events
         named = [e for e in events if e.name in names]
@@ -163,6 +167,22 @@ def _segment_trigger(
         f"{contact.id} entered segment {sid} at {when(entered)}, but no enrollment started"
         f" (the trigger's conditions, or the re-entry rule '{wf.reentry.describe()}').",
         float(entered),
+    )
+
+
+def _no_catalog_alert(contact: Any, wf: Workflow) -> Answer:
+    catalog = wf.trigger.catalog
+    assert catalog is not None
+    change = (
+        f"a price drop of at least {catalog.min_drop_percent:g}%"
+        if catalog.kind == "price_drop"
+        else "a product coming back in stock"
+    )
+    return Answer(
+        "no_trigger_event",
+        f"trigger never matched: {wf.name} starts from the catalog, on {change}, for the"
+        f" contacts who looked at that product within {catalog.lookback / 86400:g} days;"
+        f" no such alert reached {contact.id}.",
     )
 
 
