@@ -159,7 +159,9 @@ def load_library(store: Store, settings: Settings) -> Library:
     renderer = Renderer(_source_from_row(r) for r in template_rows)
     # Every version: enrollments continue on the version they entered with.
     workflows = load_stored_workflows(store, overrides=settings.workflows)
-    return Library(renderer=renderer, workflows=WorkflowRegistry(workflows))
+    from engine.offers.keys import offer_book
+
+    return Library(renderer=renderer, workflows=WorkflowRegistry(workflows, offer_book(settings)))
 
 
 def export_templates(store: Store, directory: Path) -> int:

@@ -19,6 +19,7 @@ from engine.store import schema
 
 if TYPE_CHECKING:
     from engine.decide.sql import DecideSql
+    from engine.offers.model import Offer
 
 LIVE_STATES = ("active", "waiting")
 _ENROLLMENT_KEY = ("workflow_id", "contact_id", "trigger_event_id")
@@ -98,6 +99,8 @@ class Changes:
     timers: list[dict[str, Any]] = field(default_factory=list)
     cancelled: set[str] = field(default_factory=set)  # enrollments whose stored timers end
     log: list[dict[str, Any]] = field(default_factory=list)
+    # Sends that carry an offer: their codes are issued in ``write`` (engine.offers.issue).
+    offer_requests: list[tuple[dict[str, Any], Offer]] = field(default_factory=list)
 
     def touch(self, enrollment: Enrollment, now: float) -> None:
         enrollment.updated_at = now
@@ -139,6 +142,10 @@ class Changes:
             conn.execute(sql.insert_timers, self.timers)
         ids: list[str] = []
         per_workflow: Counter[str] = Counter()
+        if self.offer_requests:
+            from engine.offers.issue import issue_or_drop
+
+            issue_or_drop(conn, self)
         if self.intents:
             if sql.lite:
                 found = lite.insert(

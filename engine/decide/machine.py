@@ -255,6 +255,16 @@ class StepMachine:
             detail = f"no email address: {step.template} not sent"
             self.changes.note(enrollment, at.now, "no_email", detail)
             return
+        offer = None
+        if step.offer is not None:
+            offer = wf.offers.get(step.offer)
+            if offer is None:
+                detail = (
+                    f"offer {step.offer!r} is not defined (no [offers.{step.offer}] in the "
+                    f"workflow or the settings): {step.template} not sent"
+                )
+                self.changes.note(enrollment, at.now, "offer_missing", detail)
+                return
         intent_id = new_id()
         trigger = enrollment.trigger
         self.changes.intents.append(
@@ -289,5 +299,12 @@ class StepMachine:
                 "decided_at": at.now,
             }
         )
+        intent = self.changes.intents[-1]
+        if wf.requires_consent is not None:
+            # Re-checked when the intent is claimed: consent withdrawn meanwhile suppresses it.
+            intent["context"]["requires_consent"] = wf.requires_consent
+        if offer is not None:
+            # The code is issued when this intent is written, in the same transaction.
+            self.changes.offer_requests.append((intent, offer))
         detail = f"queued {step.template} to {contact.email} (intent {intent_id})"
         self.changes.note(enrollment, at.now, "intent", detail)

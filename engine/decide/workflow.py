@@ -52,9 +52,11 @@ from typing import Any
 
 import orjson
 
+from engine.consent import check_purpose
 from engine.decide.conditions import Condition, merge_windows, parse_condition, parse_conditions
 from engine.decide.durations import parse_duration
 from engine.errors import WorkflowInvalid
+from engine.offers.model import OFFER_ID, Offer, parse_offers
 
 EXIT = "exit"  # a step target that ends the enrollment as exited
 CATEGORIES = ("marketing", "transactional")
@@ -63,10 +65,10 @@ _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOP_KEYS = {
     "id", "name", "description", "category", "version", "enabled", "expires_after",
-    "reentry", "params", "trigger", "goal", "steps",
+    "reentry", "params", "trigger", "goal", "steps", "requires_consent", "offers",
 }  # fmt: skip
 _STEP_KEYS = {
-    "send": {"template", "route", "next"},
+    "send": {"template", "route", "next", "offer"},
     "wait": {"duration", "next"},
     "wait_until": {"event", "where", "match", "timeout", "on_event", "on_timeout"},
     "branch": {"condition", "then", "else"},
@@ -97,6 +99,7 @@ class SendStep(Step):
     template: str
     route: str
     next: Target
+    offer: str | None = None  # an [offers.NAME] whose code and value the template shows
 
     @property
     def type(self) -> str:
@@ -201,6 +204,11 @@ class Workflow:
     source: str
     definition: Mapping[str, Any]  # as written (before parameters), for the store
     by_id: Mapping[str, Step] = field(repr=False, compare=False, default_factory=dict)
+    # Enroll only contacts whose consent for this purpose is granted; re-checked at send time.
+    requires_consent: str | None = None
+    # The offers its send steps may name: its own [offers.NAME] tables, plus (once bound by
+    # the registry) the ones configured in the settings.
+    offers: Mapping[str, Offer] = field(repr=False, compare=False, default_factory=dict)
 
     @property
     def first_step(self) -> str:
@@ -325,6 +333,9 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
     steps = _steps(raw.get("steps"))
     by_id = {step.id: step for step in steps}
     _check_graph(steps, by_id)
+    requires = raw.get("requires_consent")
+    if requires is not None:
+        check_purpose(requires, "requires_consent")
     return Workflow(
         id=wf_id,
         version=version,
@@ -340,6 +351,8 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
         source=source,
         definition=dict(data),
         by_id=by_id,
+        requires_consent=requires,
+        offers=parse_offers(raw.get("offers")),
     )
 
 
@@ -414,7 +427,10 @@ def _step(raw: Mapping[str, Any], step_id: str, following: Target) -> Step:
         route = raw.get("route", "default")
         if not isinstance(route, str) or not route:
             raise ValueError(f"{where}: route must be a route name")
-        return SendStep(step_id, template.strip(), route, target("next"))
+        offer = raw.get("offer")
+        if offer is not None and (not isinstance(offer, str) or not OFFER_ID.fullmatch(offer)):
+            raise ValueError(f"{where}: offer must name an [offers.NAME] table, got {offer!r}")
+        return SendStep(step_id, template.strip(), route, target("next"), offer)
     if kind == "wait":
         if "duration" not in raw:
             raise ValueError(f"{where}: a wait needs a duration")
