@@ -21,7 +21,7 @@ newest statement of the person wins, whatever order the events arrive in.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,3 +157,76 @@ def history_row(
         "applied": applied,
         "recorded_at": recorded_at,
     }
+
+
+def imported_changes(raw: object, where: str, at: float, source: str) -> list[ConsentChange]:
+    """The consent an imported contact record states: ``{purpose: true|false}`` or
+    ``{purpose: {"granted": bool, "at"?: epoch seconds, "method"?, "source"?}}`` (in a CSV
+    cell, the same as JSON text); ``ValueError`` naming the purpose at fault."""
+    if raw is None or raw == "" or raw == {}:
+        return []
+    if isinstance(raw, str):
+        import orjson
+
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"{where}: consent is not valid JSON ({exc})") from exc
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{where}: consent must be an object of {{purpose: true|false}}")
+    out = []
+    for purpose, value in sorted(raw.items()):
+        check_purpose(purpose, f"{where}: consent purpose")
+        entry = value if isinstance(value, Mapping) else {"granted": value}
+        if not isinstance(entry.get("granted"), bool):
+            raise ValueError(f"{where}: consent.{purpose}.granted must be true or false")
+        when = entry.get("at", at)
+        if isinstance(when, bool) or not isinstance(when, int | float):
+            raise ValueError(f"{where}: consent.{purpose}.at must be epoch seconds")
+        method, src = entry.get("method", "import"), entry.get("source", source)
+        if not isinstance(method, str) or not isinstance(src, str):
+            raise ValueError(f"{where}: consent.{purpose}.method and .source must be text")
+        out.append(ConsentChange(purpose, entry["granted"], float(when), method[:100], src[:200]))
+    return out
+
+
+def record_changes(
+    conn: Any, changes: Mapping[str, Sequence[ConsentChange]], now: float
+) -> set[str]:
+    """Apply consent changes to stored contacts and keep their history (the caller's
+    transaction; ``FOR UPDATE`` on PostgreSQL); the ids whose consent in effect changed."""
+    import sqlalchemy as sa
+
+    from engine.store import schema
+
+    wanted = sorted(cid for cid, found in changes.items() if found)
+    if not wanted:
+        return set()
+    tbl = schema.contacts
+    stored: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(wanted), 500):
+        query = sa.select(tbl.c.id, tbl.c.consent).where(tbl.c.id.in_(wanted[start : start + 500]))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        for row in conn.execute(query):
+            stored[row.id] = dict(row.consent) if isinstance(row.consent, dict) else {}
+    history, updates, changed = [], [], set()
+    for cid in wanted:
+        if cid not in stored:
+            continue
+        consent = stored[cid]
+        results = apply_changes(consent, changes[cid])
+        history += [history_row(cid, change, applied, now) for change, applied in results]
+        if any(applied for _, applied in results):
+            changed.add(cid)
+            updates.append({"b_id": cid, "b_consent": consent, "b_updated": now})
+    if history:
+        conn.execute(schema.consent_history.insert(), history)
+    if updates:
+        conn.execute(
+            sa.update(tbl)
+            .where(tbl.c.id == sa.bindparam("b_id"))
+            .values(consent=sa.bindparam("b_consent"), updated_at=sa.bindparam("b_updated")),
+            updates,
+        )
+    return changed

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.decide.conditions import Condition, parse_conditions
+if TYPE_CHECKING:  # engine.decide's workflows parse offers: its conditions are imported late
+    from engine.decide.conditions import Condition
 
 KINDS = ("generated", "pool")
 OFFER_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
@@ -114,6 +115,8 @@ def parse_offer(offer_id: object, raw: object, where: str) -> Offer:
             not isinstance(segment, str) or not _SEGMENT_ID.fullmatch(segment)
         ):
             raise ValueError(f"{at}.segment must be a segment id, got {segment!r}")
+        from engine.decide.conditions import parse_conditions
+
         conditions = parse_conditions(rule.get("where"), f"{at}.where")
         if any(c.activity_windows() for c in conditions):
             raise ValueError(f"{at}.where: only trait conditions (and all/any/not of them)")
