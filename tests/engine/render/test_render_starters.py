@@ -19,6 +19,7 @@ STARTERS = [
     "order-confirmation",
     "re-engagement",
     "shipping-update",
+    "store-nearby",
     "welcome-1",
     "welcome-2",
     "welcome-3",
