@@ -265,6 +265,10 @@ class StepMachine:
                 )
                 self.changes.note(enrollment, at.now, "offer_missing", detail)
                 return
+            if offer.kind == "generated" and len(offer.secret) < 16:
+                detail = f"offer {offer.id!r} has no signing key here: {step.template} not sent"
+                self.changes.note(enrollment, at.now, "offer_missing", detail)
+                return
         intent_id = new_id()
         trigger = enrollment.trigger
         self.changes.intents.append(
