@@ -320,10 +320,11 @@ def import_contacts(store: Store, path: Path) -> int:
     A record's ``consent`` is applied per purpose (a newer statement already in effect wins)
     and kept in the consent history with method ``import`` and source ``import FILE``; the
     segments that read consent are re-evaluated for those contacts."""
-    from engine.consent import imported_changes, record_changes
+    from engine.consent import ConsentChange, imported_changes, record_changes
 
     now = time.time()
-    rows, consent = [], {}
+    rows: list[dict[str, Any]] = []
+    consent: dict[str, list[ConsentChange]] = {}
     for line, rec in _read_records(path):
         where = f"{path}:{line}"
         row = contact_row(rec, where, now)
