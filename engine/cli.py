@@ -145,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     bcancel.add_argument("id", metavar="ID")
     bcancel.add_argument("--reason", required=True, help="why (kept in the audit log)")
     bcancel.add_argument("--preview", action="store_true", help="count only; change nothing")
+    offers = sub.add_parser("offers", help="personalized offers: code pools and verification")
+    offers_sub = offers.add_subparsers(dest="offers_command", required=True, metavar="ACTION")
+    olist = offers_sub.add_parser("list", help="every offer: kind, values, codes issued and left")
+    _common(olist)
+    oimp = offers_sub.add_parser("import", help="add the codes in FILE to the pool of offer NAME")
+    _common(oimp)
+    oimp.add_argument("name", metavar="NAME")
+    oimp.add_argument("file", metavar="FILE", help="one code per line (or the first CSV column)")
+    over = offers_sub.add_parser(
+        "verify", help="is CODE one we issued: to whom, worth what (exit 1 if not)"
+    )
+    _common(over)
+    over.add_argument("code", metavar="CODE")
 
     demo = sub.add_parser("demo", help="publish simulated shop traffic to a running engine")
     _common(demo)
@@ -283,6 +296,18 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.broadcast_command == "list":
             return bc.broadcast_list(settings, limit=args.limit)
         return bc.broadcast_cancel(settings, args.id, reason=args.reason, preview=args.preview)
+    if args.command == "offers":
+        from engine.offers import commands as offer_commands
+
+        store = commands.open_migrated(settings)
+        try:
+            if args.offers_command == "import":
+                return offer_commands.offers_import(store, settings, args.name, Path(args.file))
+            if args.offers_command == "verify":
+                return offer_commands.offers_verify(store, settings, args.code)
+            return offer_commands.offers_list(store, settings)
+        finally:
+            store.dispose()
     if args.command == "demo":
         return int(
             _run_async(

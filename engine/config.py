@@ -280,6 +280,9 @@ class Settings:
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Personalized offers any workflow's send step may name (docs/offers.md):
+    # {"welcome10": {"kind": "generated", "prefix": "SAVE", "value": "10%", "rules": [...]}}
+    offers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def data_path(self) -> Path:
@@ -417,6 +420,9 @@ def _apply(settings: Settings, data: dict[str, Any], source: str) -> None:
         if section == "dkim":
             _apply_dkim(settings, values, source)
             continue
+        if section == "offers":
+            _apply_offers(settings, values, source)
+            continue
         target = getattr(settings, section, None)
         if target is None or not dataclasses.is_dataclass(target):
             raise ConfigError(f"{source}: unknown section [{section}]")
@@ -427,6 +433,16 @@ def _apply(settings: Settings, data: dict[str, Any], source: str) -> None:
             if key not in names:
                 raise ConfigError(f"{source}: unknown setting {section}.{key}")
             setattr(target, key, _coerce(section, key, getattr(target, key), raw))
+
+
+def _apply_offers(settings: Settings, values: Any, source: str) -> None:
+    from engine.offers.model import parse_offers
+
+    try:
+        parse_offers(values)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    settings.offers.update(values)
 
 
 DKIM_KEYS = frozenset({"selector", "key"})
@@ -477,7 +493,7 @@ def load_settings(
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
-        if not key or section in ("workflows", "dkim"):
+        if not key or section in ("workflows", "dkim", "offers"):
             continue
         env_data.setdefault(section, {})[key] = value
     if "routes" in env_data:

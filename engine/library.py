@@ -159,10 +159,12 @@ def load_library(store: Store, settings: Settings) -> Library:
     renderer = Renderer(_source_from_row(r) for r in template_rows)
     # Every version: enrollments continue on the version they entered with.
     workflows = load_stored_workflows(store, overrides=settings.workflows)
+    from engine.offers.keys import offer_book
     from engine.pacing.policy import Pacing
 
     pacing = Pacing.from_settings(settings)
-    return Library(renderer=renderer, workflows=WorkflowRegistry(workflows, pacing=pacing))
+    registry = WorkflowRegistry(workflows, offer_book(settings), pacing=pacing)
+    return Library(renderer=renderer, workflows=registry)
 
 
 def export_templates(store: Store, directory: Path) -> int:

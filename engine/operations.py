@@ -308,3 +308,6 @@ def register_operations(control: ControlServer, node: Node) -> None:
     from engine.queue_operations import register_queue_operations
 
     register_queue_operations(control, node)
+    from engine.offers.operations import register_offer_operations
+
+    register_offer_operations(control, node)

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from engine.catalog.products import is_catalog_event
 from engine.clock import Clock
 from engine.decide import lite
 from engine.decide.changes import LIVE_STATES, Changes, Enrollment
+from engine.decide.consent import consent_allows, load_consent, observe_consent, write_consent
 from engine.decide.machine import Moment, StepMachine, Subject
 from engine.decide.profiles import (
     Contact,
@@ -79,6 +80,7 @@ class BatchOutcome:
     dead_letters: int = 0
     reentry_skipped: Counter[str] = field(default_factory=Counter)
     capped: Counter[str] = field(default_factory=Counter)  # suppressed by the frequency cap
+    consent_skipped: Counter[str] = field(default_factory=Counter)  # requires_consent not met
     segment_changes: list[MembershipChange] = field(default_factory=list)
     fanouts: list[str] = field(default_factory=list)  # catalog alert jobs this batch started
     received_at: list[float] = field(default_factory=list)  # of each processed event
@@ -96,6 +98,7 @@ class BatchOutcome:
         self.dead_letters += other.dead_letters
         self.reentry_skipped.update(other.reentry_skipped)
         self.capped.update(other.capped)
+        self.consent_skipped.update(other.consent_skipped)
         self.segment_changes += other.segment_changes
         self.fanouts += other.fanouts
         self.received_at += other.received_at
@@ -231,6 +234,7 @@ class DecideBatch:
     ) -> None:
         index, sql = self.registry.index, self.sql
         contacts = load_contacts(conn, sql, (e.contact_key for e in events))
+        load_consent(conn, contacts, events, index)
         involved = {e.contact_key for e in events if index.needs_enrollments(e.activity_name)}
         live, history = self._load_enrollments(conn, involved, _limited(index, events))
         counted = [e for e in events if e.activity_name in index.counting_events]
@@ -250,13 +254,14 @@ class DecideBatch:
             decider.apply(event, contact, recent, now)
             outcome.received_at.append(event.received_at)
         write_contacts(conn, sql, contacts.values(), now)
+        consented = write_consent(conn, contacts.values(), now)
         if sql.lite:
             lite.insert_activity(conn, [activity_row(e) for e in events])
         else:
             conn.execute(sql.insert_activity, [activity_row(e) for e in events])
         recheck = None
         if self.segments is not None and self.segments.index.segments:
-            recheck = self._update_segments(conn, events, contacts, now, outcome)
+            recheck = self._update_segments(conn, events, contacts, now, outcome, consented)
             if outcome.segment_changes and index.segment_triggers:
                 self._enroll_entries(conn, decider, involved, contacts, activity, now)
         soonest = [t for t in (changes.next_timer_at, recheck) if t is not None]
@@ -278,10 +283,12 @@ class DecideBatch:
         contacts: dict[str, Contact],
         now: float,
         outcome: BatchOutcome,
+        consented: Collection[str] = (),
     ) -> float | None:
         """Re-evaluate the segments these events may affect, after the batch's profile and
         activity writes, in the same transaction. A contact new in this batch is evaluated
-        against every segment (a condition such as "trait plan is missing" holds at once).
+        against every segment (a condition such as "trait plan is missing" holds at once),
+        one whose consent changed against the segments reading consent.
         Returns the earliest re-check it scheduled."""
         from engine.segments.membership import refresh
 
@@ -295,6 +302,8 @@ class DecideBatch:
                 wanted.update(index.segments)
             else:
                 wanted |= index.affected_by(event)
+            if contact.id in consented:
+                wanted |= index.by_consent
         outcome.segment_changes, recheck = refresh(conn, index, targets, now)
         return recheck
 
@@ -411,6 +420,7 @@ class _EventDecider:
 
     def apply(self, event: Event, contact: Contact, recent: RecentActivity, now: float) -> None:
         previous_seen = contact.observe(event)
+        observe_consent(event, contact)
         recent.add(event.activity_name, event.timestamp, event.properties)
         who = Subject(contact, recent)
         at = Moment.of_event(event, now)
@@ -426,6 +436,9 @@ class _EventDecider:
                 self.machine.resume(wf, enrollment, event, who, at)
         for wf in self.index.triggered_by(event.activity_name):
             if not self.machine.trigger_holds(wf, event, who, previous_seen):
+                continue
+            if not consent_allows(wf, contact):
+                self.outcome.consent_skipped[wf.id] += 1
                 continue
             if not self.may_enter(wf, contact.id, now):
                 self.outcome.reentry_skipped[wf.id] += 1

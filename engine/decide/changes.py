@@ -21,6 +21,7 @@ from engine.store import schema
 
 if TYPE_CHECKING:
     from engine.decide.sql import DecideSql
+    from engine.offers.model import Offer
 
 LIVE_STATES = ("active", "waiting")
 _ENROLLMENT_KEY = ("workflow_id", "contact_id", "trigger_event_id")
@@ -103,6 +104,8 @@ class Changes:
     pacing: Pacing = field(default_factory=Pacing)  # caps and quiet hours for new intents
     capped: list[Capped] = field(default_factory=list)  # filled by ``write``
     exposures: list[dict[str, Any]] = field(default_factory=list)  # experiment arms given
+    # Sends that carry an offer: their codes are issued in ``write`` (engine.offers.issue).
+    offer_requests: list[tuple[dict[str, Any], Offer]] = field(default_factory=list)
 
     def touch(self, enrollment: Enrollment, now: float) -> None:
         enrollment.updated_at = now
@@ -146,6 +149,10 @@ class Changes:
             conn.execute(sql.insert_timers, self.timers)
         ids: list[str] = []
         per_workflow: Counter[str] = Counter()
+        if self.offer_requests:
+            from engine.offers.issue import issue_or_drop
+
+            issue_or_drop(conn, self)
         if self.intents:
             now = max(float(i["decided_at"]) for i in self.intents)
             self.capped = enforce_caps(conn, self.pacing, self.intents, now)

@@ -306,6 +306,20 @@ class StepMachine:
             detail = f"no email address: {template} not sent"
             self.changes.note(enrollment, at.now, "no_email", detail)
             return True
+        offer = None
+        if step.offer is not None:
+            offer = wf.offers.get(step.offer)
+            if offer is None:
+                detail = (
+                    f"offer {step.offer!r} is not defined (no [offers.{step.offer}] in the "
+                    f"workflow or the settings): {template} not sent"
+                )
+                self.changes.note(enrollment, at.now, "offer_missing", detail)
+                return True
+            if offer.kind == "generated" and len(offer.secret) < 16:
+                detail = f"offer {offer.id!r} has no signing key here: {template} not sent"
+                self.changes.note(enrollment, at.now, "offer_missing", detail)
+                return True
         trigger = enrollment.trigger
         context: dict[str, Any] = {
             "event": {
@@ -348,6 +362,12 @@ class StepMachine:
         deferred = self.changes.pacing.plan(
             intent, priority=wf.priority, quiet_hours=wf.quiet_hours, timezone=contact.timezone
         )
+        if wf.requires_consent is not None:
+            # Re-checked when the intent is claimed: consent withdrawn meanwhile suppresses it.
+            intent["context"]["requires_consent"] = wf.requires_consent
+        if offer is not None:
+            # The code is issued when this intent is written, in the same transaction.
+            self.changes.offer_requests.append((intent, offer))
         detail = f"queued {template} to {contact.email} (intent {intent_id})"
         self.changes.note(enrollment, at.now, "intent", detail)
         if deferred is not None:

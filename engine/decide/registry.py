@@ -8,6 +8,7 @@ progress on another thread keeps a consistent view.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from engine.decide.conditions import merge_windows
 from engine.decide.workflow import Workflow, workflow_from_definition
+from engine.offers.model import OfferBook
 from engine.pacing.policy import Pacing
 from engine.store import Store, schema
 
@@ -91,16 +93,30 @@ class WorkflowIndex:
 
 
 class WorkflowRegistry:
-    """The workflows known to this node; ``index`` is the current snapshot. ``pacing`` (caps
-    and quiet hours from the settings) applies to every send they decide."""
+    """The workflows known to this node; ``index`` is the current snapshot.
 
-    def __init__(self, workflows: Iterable[Workflow] = (), *, pacing: Pacing | None = None) -> None:
-        self.index = WorkflowIndex.build(workflows)
+    ``offers``: the offers configured in the settings and the key that signs generated codes;
+    every workflow loaded here sees them next to its own ``[offers.NAME]`` tables. ``pacing``
+    (caps and quiet hours from the settings) applies to every send they decide.
+    """
+
+    def __init__(
+        self,
+        workflows: Iterable[Workflow] = (),
+        offers: OfferBook | None = None,
+        *,
+        pacing: Pacing | None = None,
+    ) -> None:
+        self.offers = offers or OfferBook()
         self.pacing = pacing or Pacing()
+        self.index = WorkflowIndex.build(self._bound(workflows))
 
     def replace(self, workflows: Iterable[Workflow]) -> None:
         """Swap in a new set of workflows (all versions)."""
-        self.index = WorkflowIndex.build(workflows)
+        self.index = WorkflowIndex.build(self._bound(workflows))
+
+    def _bound(self, workflows: Iterable[Workflow]) -> list[Workflow]:
+        return [dataclasses.replace(wf, offers=self.offers.bind(wf.offers)) for wf in workflows]
 
     def add(self, workflow: Workflow) -> None:
         """Add or replace one workflow version."""

@@ -52,10 +52,12 @@ from typing import Any
 
 import orjson
 
+from engine.consent import check_purpose
 from engine.decide.conditions import Condition, merge_windows, parse_condition, parse_conditions
 from engine.decide.durations import parse_duration
 from engine.errors import WorkflowInvalid
 from engine.experiments.model import EXPERIMENT_KEYS, Experiment, parse_experiment
+from engine.offers.model import OFFER_ID, Offer, parse_offers
 
 EXIT = "exit"  # a step target that ends the enrollment as exited
 CATEGORIES = ("marketing", "transactional")
@@ -65,12 +67,13 @@ _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOP_KEYS = {
     "id", "name", "description", "category", "version", "enabled", "expires_after",
     "reentry", "params", "trigger", "goal", "steps", "priority", "quiet_hours",
+    "requires_consent", "offers",
 }  # fmt: skip
 # Priorities (docs/caps.md): a number from 0 to 100, or one of these names.
 PRIORITIES = {"high": 80, "normal": 50, "low": 20}
 DEFAULT_PRIORITY = PRIORITIES["normal"]
 _STEP_KEYS = {
-    "send": {"template", "route", "next", *EXPERIMENT_KEYS},
+    "send": {"template", "route", "next", "offer", *EXPERIMENT_KEYS},
     "wait": {"duration", "next", *EXPERIMENT_KEYS},
     "wait_until": {"event", "where", "match", "timeout", "on_event", "on_timeout"},
     "branch": {"condition", "then", "else"},
@@ -105,6 +108,7 @@ class SendStep(Step):
     route: str
     next: Target
     experiment: Experiment | None = None
+    offer: str | None = None  # an [offers.NAME] whose code and value the template shows
 
     @property
     def type(self) -> str:
@@ -240,6 +244,11 @@ class Workflow:
     # [goal] attribution_window: a conversion counts for the last mail sent within it.
     attribution_window: float = DEFAULT_ATTRIBUTION_S
     revenue_property: str | None = None  # [goal] revenue: the property holding the amount
+    # Enroll only contacts whose consent for this purpose is granted; re-checked at send time.
+    requires_consent: str | None = None
+    # The offers its send steps may name: its own [offers.NAME] tables, plus (once bound by
+    # the registry) the ones configured in the settings.
+    offers: Mapping[str, Offer] = field(repr=False, compare=False, default_factory=dict)
 
     def experiments(self) -> tuple[Experiment, ...]:
         """The experiments of this version's steps, in step order."""
@@ -381,6 +390,9 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
             seen_experiments.add(exp.id)
     goal_raw = raw.get("goal")
     window, revenue = _goal_extras(goal_raw)
+    requires = raw.get("requires_consent")
+    if requires is not None:
+        check_purpose(requires, "requires_consent")
     return Workflow(
         id=wf_id,
         version=version,
@@ -400,6 +412,8 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
         quiet_hours=_quiet_hours(raw.get("quiet_hours", "default")),
         attribution_window=window,
         revenue_property=revenue,
+        requires_consent=requires,
+        offers=parse_offers(raw.get("offers")),
     )
 
 
@@ -518,7 +532,10 @@ def _step(raw: Mapping[str, Any], step_id: str, following: Target, wf_id: str = 
         experiment = parse_experiment(
             raw, workflow_id=wf_id, step_id=step_id, kind=kind, duration=_duration
         )
-        return SendStep(step_id, template.strip(), route, target("next"), experiment)
+        offer = raw.get("offer")
+        if offer is not None and (not isinstance(offer, str) or not OFFER_ID.fullmatch(offer)):
+            raise ValueError(f"{where}: offer must name an [offers.NAME] table, got {offer!r}")
+        return SendStep(step_id, template.strip(), route, target("next"), experiment, offer)
     if kind == "wait":
         experiment = parse_experiment(
             raw, workflow_id=wf_id, step_id=step_id, kind=kind, duration=_duration

@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.catalog.send_data import alert_stale
 from engine.config import SendingSettings
+from engine.consent import granted
 from engine.deliver.model import (
     EXPIRED,
     SUPPRESSED,
@@ -95,6 +96,13 @@ def check_at_send_time(intent: ClaimedIntent, batch: ClaimBatch, now: float) -> 
             return _final(intent, SUPPRESSED, "suppressed: the contact unsubscribed", now)
         if contact is not None and _consent_withdrawn(contact):
             return _final(intent, SUPPRESSED, "suppressed: no marketing consent", now)
+    purpose = intent.context.get("requires_consent")
+    if isinstance(purpose, str):
+        contact = batch.contacts.get(intent.contact_id)  # transactional mail got none above
+    if isinstance(purpose, str) and not granted(contact.consent if contact else None, purpose):
+        # The workflow's requires_consent held at trigger time; it was withdrawn since.
+        reason = f"suppressed: no {purpose} consent (withdrawn after the trigger)"
+        return _final(intent, SUPPRESSED, reason, now)
     if "quiet_hours" in intent.context:
         held = quiet_until(intent.context, now)
         if held is not None:

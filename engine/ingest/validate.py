@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.catalog.products import check_catalog_event, is_catalog_event
+from engine.consent import CONSENT_EVENTS, changes_in
 from engine.errors import EventInvalid
 from engine.events import EVENT_TYPES, Event
 from engine.ids import new_id
@@ -115,6 +116,9 @@ def parse_event(data: object, *, received_at: float | None = None) -> Event:
             timestamp = original
         else:
             timestamp = received
+
+    if kind == "track" and name in CONSENT_EVENTS:
+        changes_in(name, properties, context)  # EventInvalid names the field at fault
 
     return Event(
         message_id=message_id,

@@ -467,3 +467,43 @@ catalog_alerts = Table(
     Column("sent_at", Float, nullable=False),
     PrimaryKeyConstraint("workflow_id", "product_id", "contact_id"),
 )
+
+# Every consent change per purpose, in order: who (contact), when (``at``: when it was given or
+# withdrawn; ``recorded_at``: when the engine stored it), how (``method``, ``source``) and from
+# which event. ``applied`` is false for a change older than the one already in effect.
+consent_history = Table(
+    "consent_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("contact_id", String(255), nullable=False),
+    Column("purpose", String(100), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("method", String(100)),  # e.g. checkbox, banner, import, app_settings
+    Column("source", String(200)),  # e.g. web, ios, segment, import contacts.csv
+    Column("event_id", String(255)),  # the messageId that said so (None for imports)
+    Column("applied", Boolean, nullable=False),
+    Column("recorded_at", Float, nullable=False),
+    Index("ix_consent_history_contact_purpose", "contact_id", "purpose", "at"),
+)
+
+# Personalized offer codes (engine/offers): a pool's imported codes (state available, then
+# issued) and the generated codes issued so far. One code per (offer, intent): the dedup key
+# of the send that carries it, so a decision taken twice gets the same code.
+offer_codes = Table(
+    "offer_codes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("offer_id", String(100), nullable=False),
+    Column("code", String(100), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),  # generated | pool
+    Column("state", String(20), nullable=False),  # available | issued
+    Column("intent_key", String(64)),  # the send's dedup key, once issued
+    Column("contact_id", String(255)),
+    Column("value", String(100)),  # what the offer is worth to this contact ("15%")
+    Column("attempt", Integer, nullable=False, default=0),  # generated: the HMAC's counter
+    Column("imported_at", Float),
+    Column("issued_at", Float),
+    UniqueConstraint("offer_id", "intent_key"),
+    Index("ix_offer_codes_offer_state", "offer_id", "state", "id"),
+)

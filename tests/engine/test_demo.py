@@ -155,8 +155,17 @@ def test_the_mix_is_realistic(sample: list[dict[str, Any]]) -> None:
         "Signed Up",
         "Order Shipped",
         "Order Delivered",
+        "Consent Updated",
+        "Geofence Entered",
     ):
         assert names[name] > 0, name
+    # Only shoppers who gave location consent walk into a geofence.
+    granted: dict[str, bool] = {}
+    for event in sample:
+        if event.get("event") == "Consent Updated":
+            granted[event["userId"]] = event["properties"]["granted"]
+        elif event.get("event") == "Geofence Entered":
+            assert granted.get(event["userId"]) is True
     # The funnel narrows.
     assert (
         names["Product Viewed"]

@@ -56,7 +56,10 @@ def test_every_starter_workflow_loads() -> None:
         "re-engagement",
         "price-drop",
         "back-in-stock",
+        "store-nearby",
     }
+    assert loaded["store-nearby"].requires_consent == "location"
+    assert loaded["store-nearby"].offers["nearby"].kind == "generated"
     assert loaded["order-confirmation"].category == "transactional"
     assert loaded["shipping-update"].category == "transactional"
     assert loaded["welcome-series"].reentry.mode == "once"

@@ -21,6 +21,7 @@ STARTERS = [
     "price-drop",
     "re-engagement",
     "shipping-update",
+    "store-nearby",
     "welcome-1",
     "welcome-2",
     "welcome-3",
