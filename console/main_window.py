@@ -402,7 +402,8 @@ class MainWindow(QMainWindow):
         outer.addLayout(body, 1)
         self.setCentralWidget(central)
         self.notifier = AlertNotifier(client, central)
-        self._alert_pages: dict[str, str] = {}
+        self._alert_pages: dict[str, tuple[str, str]] = {}
+        """Banner key -> (the page its button opens, the route the alert is about)."""
         # Offscreen and some platforms warn when a shown window's minimum size changes later
         # (a page built on first visit); the window's size is the user's anyway.
         for layout in (self.layout(), outer):
@@ -747,7 +748,8 @@ class MainWindow(QMainWindow):
                 key, status = f"alert:{top.get('id')}", severity(top)
                 text, tooltip = banner_words(alerts)
                 action, page = ACTIONS.get(str(top.get("rule")), ("", ""))
-                self._alert_pages[key] = page
+                route = (top.get("labels") or {}).get("route")
+                self._alert_pages[key] = (page, str(route) if route else "")
         if not key:
             self._dismissed_alert = ""
             self.banner.clear()
@@ -763,9 +765,14 @@ class MainWindow(QMainWindow):
         self._dismissed_alert = key
 
     def _on_alert_action(self, key: str) -> None:
-        page = self._alert_pages.get(key)
-        if page:
-            self.show_page(page)
+        """The banner's button: open the page for the alert, with its route selected."""
+        page, route = self._alert_pages.get(key, ("", ""))
+        if not page:
+            return
+        widget = self.show_page(page)
+        show_route = getattr(widget, "show_route", None)
+        if route and callable(show_route):
+            show_route(route)
 
     # ---------------------------------------------------------------- pause all sending
 

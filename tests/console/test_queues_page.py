@@ -471,34 +471,63 @@ def test_queues_screenshot(
     run(qloop, scenario(), timeout=60)
 
 
-def test_open_queues_from_the_alert_banner(qtbot: QtBot, qloop: asyncio.AbstractEventLoop) -> None:
-    pages.register_builtin_pages()
-    window = MainWindow(EngineClient())
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
-    window.client.ingest(
-        {
-            "node": "n1",
-            "alerts": [
-                {
-                    "id": "a1",
-                    "rule": "route_paused",
-                    "severity": "paused",
-                    "since": time.time(),
-                    "node": "n1",
-                    "message": "Route relay-a is paused",
-                }
-            ],
-        }
-    )
-    window.refresh_health()
-    assert window.banner.isVisible()
-    assert window.banner.action_button().text() == "Open Queues"
-    window.banner.action_button().click()
-    assert window.current_page() == "queues"
-    assert isinstance(window.page("queues"), QueuesPage)
-    window.stop_timers()
+def test_open_queues_from_the_alert_banner_selects_the_route(
+    qloop: asyncio.AbstractEventLoop, console: MainWindow, store: Store
+) -> None:
+    """A route alert's "Open Queues" opens the page with that route and its biggest queue
+    selected, also when the page is built by the click and its listing comes later."""
+    add_intents(store, "banner-small", "relay-c", 2)
+    add_intents(store, "banner-big", "relay-c", 9)
+    add_intents(store, "banner-other", "default", 20)
+    window = console
+    assert window.current_page() == "live" and window.page("queues") is None
+
+    def raise_alert(route: str) -> None:
+        window.client.ingest(
+            {
+                "node": "alerting-node",
+                "alerts": [
+                    {
+                        "id": f"a-{route}",
+                        "rule": "route_paused",
+                        "severity": "paused",
+                        "labels": {"route": route},
+                        "since": time.time(),
+                        "node": "alerting-node",
+                        "message": f"Route {route} is paused",
+                    }
+                ],
+            }
+        )
+        window.refresh_health()
+        assert window.banner.isVisible()
+        assert window.banner.action_button().text() == "Open Queues"
+
+    async def scenario() -> None:
+        raise_alert("relay-c")
+        window.banner.action_button().click()
+        assert window.current_page() == "queues"
+        page = window.page("queues")
+        assert isinstance(page, QueuesPage)
+        await wait_until(lambda: page.selected_queue() is not None, timeout=10)
+        queue = page.selected_queue()
+        assert queue is not None
+        assert (queue["workflow"], queue["route"]) == ("banner-big", "relay-c")
+        assert page.selected_route() == "relay-c"
+        assert page.tabs.currentWidget() is page.route_table
+        assert "route relay-c" in page.target.text()
+        assert page.result_line.text() == "Showing route relay-c: the actions above apply to it."
+
+        window.show_page("live")  # the page is built and listed now: selection at once
+        raise_alert("default")
+        window.banner.action_button().click()
+        queue = page.selected_queue()
+        assert queue is not None and (queue["workflow"], queue["route"]) == (
+            "banner-other",
+            "default",
+        )
+
+    run(qloop, scenario(), timeout=30)
 
 
 def test_impact_details_and_limits_in_words() -> None:
