@@ -183,7 +183,7 @@ class QueuesPage(PollingPage):
         toolbar.addWidget(self.target, 1)
 
         self.queue_model, self.queue_table = make_table(
-            QUEUE_COLUMNS, "key", stretch="why", sort=("depth", True)
+            QUEUE_COLUMNS, "key", stretch="why", sort=("depth", True), wrap=True
         )
         self.queue_table.selectionModel().selectionChanged.connect(self._on_queue_selected)
         self.queue_table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -228,12 +228,13 @@ class QueuesPage(PollingPage):
         self.top.setStretchFactor(0, 3)
         self.top.setStretchFactor(1, 1)
         self.top.setChildrenCollapsible(False)
-        self.top.setSizes([2600, 1000])  # proportions: the queue table gets most of the width
+        # Proportions: the queue table gets most of the width, so its "Why" column has room.
+        self.top.setSizes([3000, 1000])
 
         self.route_model, self.route_table = make_table(ROUTE_COLUMNS, "name", stretch="limits")
         self.route_table.selectionModel().selectionChanged.connect(lambda *_: self._retarget())
         self.control_model, self.control_table = make_table(
-            CONTROL_COLUMNS, "key", stretch="reason"
+            CONTROL_COLUMNS, "key", stretch="reason", wrap=True
         )
         self.tabs = QTabWidget()
         self.tabs.addTab(self.route_table, "Routes")

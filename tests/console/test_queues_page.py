@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from PySide6.QtWidgets import QDialogButtonBox
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtWidgets import QDialogButtonBox, QStyle
 from pytestqt.qtbot import QtBot
 
 from console import pages
 from console.client import EngineClient
 from console.main_window import MainWindow
 from console.pages.queue_dialogs import RateDialog, RerouteDialog
-from console.pages.queue_tables import limits_words, route_rows
+from console.pages.queue_tables import QUEUE_COLUMNS, limits_words, route_rows
 from console.pages.queues import QueuesPage, impact_details
 from console.stack import StackConnection
 from engine.store import Store, open_store, schema
@@ -35,6 +36,7 @@ from tests.console.conftest import (
     wait_until,
 )
 from widgets.confirm import ConfirmImpactDialog
+from widgets.sparkline_table import CELL_PADDING
 
 ACTOR = "ops-ana"
 ROUTES_TOML = """
@@ -437,6 +439,31 @@ def test_pause_all_sending_goes_to_one_node_and_offers_resume(
     run(qloop, scenario(), timeout=60)
 
 
+WHY = "copy fix: wrong sale date in the subject"
+
+
+def page_row(page: QueuesPage, workflow: str) -> int:
+    """The view row (after sorting) of ``workflow``'s queue."""
+    key = next(r["key"] for r in page.queue_model.rows() if r["workflow"] == workflow)
+    source = page.queue_table.source_model()
+    row = source.row_for_key(key)
+    assert row is not None
+    return int(page.queue_table.model().mapFromSource(source.index(row, 0)).row())
+
+
+def assert_readable(view: Any, row: int, words: str) -> None:
+    """The "Why" cell of ``row`` holds ``words`` and is tall enough to show all of it."""
+    column = [c.field for c in QUEUE_COLUMNS].index("why")
+    index = view.model().index(row, column)
+    text = str(index.data())
+    assert text.endswith(words), text
+    rect = view.visualRect(index)
+    style_margin = view.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin) + 1
+    room = QRect(0, 0, rect.width() - 2 * (CELL_PADDING + style_margin), 10_000)
+    needed = view.fontMetrics().boundingRect(room, Qt.TextFlag.TextWordWrap, text)
+    assert needed.height() <= rect.height(), (needed, rect)
+
+
 def test_queues_screenshot(
     qloop: asyncio.AbstractEventLoop, console: MainWindow, store: Store
 ) -> None:
@@ -449,7 +476,7 @@ def test_queues_screenshot(
     async def scenario() -> None:
         await wait_until(lambda: page_queue(page, "newsletter") is not None, timeout=10)
         client = page.client
-        await client.request_one("queues.pause", {"workflow": "newsletter", "reason": "copy fix"})
+        await client.request_one("queues.pause", {"workflow": "newsletter", "reason": WHY})
         await client.request_one("routes.drain", {"route": "relay-c", "reason": "maintenance"})
         await wait_until(
             lambda: (page_queue(page, "receipts") or {}).get("state") == "draining", timeout=5
@@ -460,6 +487,7 @@ def test_queues_screenshot(
             page.target.text() == "Acting on workflow onboarding, route default, domain gmail.com"
         )
         await asyncio.sleep(1.2)
+        assert_readable(page.queue_table, page_row(page, "newsletter"), WHY)
         save_screenshot(console, "queues")
         page.tabs.setCurrentIndex(1)
         await asyncio.sleep(0.2)
