@@ -228,8 +228,7 @@ class QueuesPage(PollingPage):
         self.top.setStretchFactor(0, 3)
         self.top.setStretchFactor(1, 1)
         self.top.setChildrenCollapsible(False)
-        # Proportions: the queue table gets most of the width, so its "Why" column has room.
-        self.top.setSizes([3000, 1000])
+        self.top.setSizes([2600, 1000])  # proportions: the queue table gets most of the width
 
         self.route_model, self.route_table = make_table(ROUTE_COLUMNS, "name", stretch="limits")
         self.route_table.selectionModel().selectionChanged.connect(lambda *_: self._retarget())

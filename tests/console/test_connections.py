@@ -132,7 +132,7 @@ def test_test_connection_finds_the_engine(
 # ------------------------------------------------------------------------------ the chooser
 
 
-def test_the_chooser_adds_tests_and_connects_a_profile(
+def test_connection_chooser_screenshot_adds_tests_and_connects_a_profile(
     qtbot: QtBot,
     qloop: asyncio.AbstractEventLoop,
     engine: StackConnection,
