@@ -52,6 +52,7 @@ from console.profiles import (
     read_secret,
 )
 from widgets import theme
+from widgets.confirm import ConfirmImpactDialog
 from widgets.theme import Status
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class ConnectionDialog(QDialog):
         self.editing: str | None = None
         """The profile in the form: its saved name, "" for a new one, None for the local stack."""
         self.test_op: Operation[Any] | None = None
+        self.confirm: ConfirmImpactDialog | None = None
         self.last_result: ProbeResult | None = None
         self._dirty = False
         self._loading = False
@@ -270,6 +272,7 @@ class ConnectionDialog(QDialog):
         elif key is None:  # a new profile not saved yet
             self.editing = ""
             self.pages.setCurrentIndex(1)
+            self._fill(None)
         else:
             self.editing = str(key)
             self.pages.setCurrentIndex(1)
@@ -309,8 +312,39 @@ class ConnectionDialog(QDialog):
         self.name.selectAll()
         self._update_buttons()
 
-    def delete_profile(self) -> None:
-        """Delete the selected profile (and its keyring secret), or drop an unsaved one."""
+    def delete_profile(self) -> ConfirmImpactDialog | None:
+        """Ask, then delete the selected profile and its keyring secret (an unsaved one goes
+        at once: there is nothing to lose)."""
+        if self.editing is None:
+            return None
+        if not self.editing:
+            self._delete_confirmed()
+            return None
+        name = self.editing
+        try:
+            profile = self.store.get(name)
+        except ConsoleError as exc:
+            self._say(describe(exc), Status.FAILING)
+            return None
+        details = [f"NATS: {profile.url}"]
+        if profile.needs_secret:
+            details.append(f"Its {SECRET_KINDS[profile.auth]} is removed from the OS keyring.")
+        if name == self.current:
+            details.append("The console stays connected until you choose another connection.")
+        dialog = ConfirmImpactDialog(
+            "Delete connection profile",
+            f"Delete the profile \u201c{name}\u201d?",
+            confirm_text="Delete profile",
+            details=details,
+            parent=self,
+        )
+        dialog.accepted_with.connect(lambda _reason: self._delete_confirmed())
+        dialog.finished.connect(dialog.deleteLater)
+        self.confirm = dialog
+        dialog.open()
+        return dialog
+
+    def _delete_confirmed(self) -> None:
         if self.editing is None:
             return
         if self.editing:

@@ -202,6 +202,30 @@ def test_the_chooser_refuses_bad_input_in_words(
         dialog.exec()
 
 
+def test_deleting_a_profile_asks_first_and_forgets_its_secret(
+    qtbot: QtBot, profiles: ProfileStore, memory_keyring: MemoryKeyring
+) -> None:
+    profiles.save(Profile("prod", ["nats://10.1.2.3:4222"], auth="token"), "t0ken")
+    profiles.save(Profile("staging", ["nats://10.1.2.4:4222"]))
+    dialog = ConnectionDialog(profiles, current="prod")
+    qtbot.addWidget(dialog)
+    dialog.open()
+    assert dialog.editing == "prod" and dialog.name.text() == "prod"
+    confirm = dialog.delete_profile()
+    assert confirm is not None and confirm.isVisible()
+    assert "Its token is removed from the OS keyring." in confirm._details.text()
+    assert profiles.names() == ["prod", "staging"]  # nothing yet
+    confirm.confirm_button().click()
+    assert profiles.names() == ["staging"] and memory_keyring.secrets == {}
+    assert dialog.names() == ["Local stack", "staging"]
+    assert "Deleted the profile \u201cprod\u201d" in dialog.status_text()
+    # An unsaved new profile, left and selected again, starts from an empty form.
+    dialog.new_profile()
+    dialog.select("staging")
+    dialog.list.setCurrentRow(dialog.list.count() - 1)
+    assert dialog.editing == "" and dialog.servers.text() == ""
+
+
 # ------------------------------------------------------------------------------ the app
 
 
