@@ -35,6 +35,8 @@ from console.errors import (
     RequestTimedOut,
 )
 from console.metrics_model import MetricsModel
+from console.nats_errors import unreachable_words
+from console.profiles import NatsLogin
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +118,28 @@ class EngineClient(QObject):
     def is_connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
-    async def connect_to(self, url: str, token: str | None = None, *, timeout: float = 5.0) -> None:
-        """Connect to NATS at ``url`` and subscribe to ``metrics.>``.
+    async def connect_to(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        login: NatsLogin | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        """Connect to NATS at ``url`` (comma-separated URLs: a cluster) and subscribe to
+        ``metrics.>`` and ``alerts.>``.
 
-        Reconnects forever once connected; a first connection that fails raises
-        ``EngineUnreachable``.
+        ``login``: how to log in (token, user and password, nkey, creds file, TLS CA); a bare
+        ``token`` is the local stack's shorthand. Reconnects forever once connected; a first
+        connection that fails raises ``EngineUnreachable`` saying why in words (refused, auth
+        failed, timeout, name not found, TLS).
         """
         if self._nc is not None:
             raise RuntimeError("already connected; close() first")
+        options = (login or NatsLogin(token=token or "")).connect_options()
         self.url = url
         self._set_state(CONNECTING)
+        first_errors: list[BaseException] = []
 
         async def on_disconnected() -> None:
             if self._nc is not None and not self._nc.is_closed:
@@ -138,12 +152,14 @@ class EngineClient(QObject):
             self._set_state(DISCONNECTED)
 
         async def on_error(exc: Exception) -> None:
-            log.debug("NATS error: %s", exc)
+            if self._state == CONNECTING:
+                first_errors.append(exc)  # why the first connection fails, for the words
+            log.debug("NATS error: %s", type(exc).__name__)
 
         try:
             self._nc = await nats.connect(
                 servers=[s.strip() for s in url.split(",") if s.strip()],
-                token=token or None,
+                **options,
                 name=f"campaign-console ({self.actor})",
                 connect_timeout=max(1, round(timeout)),
                 allow_reconnect=True,
@@ -156,10 +172,10 @@ class EngineClient(QObject):
                 closed_cb=on_closed,
                 error_cb=on_error,
             )
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
+        except (TimeoutError, nats.errors.Error, OSError, ValueError) as exc:
             self._nc = None
             self._set_state(DISCONNECTED)
-            raise EngineUnreachable(_unreachable_words(url, exc)) from exc
+            raise EngineUnreachable(unreachable_words(url, exc, first_errors, timeout)) from exc
         # Once connected, an operations console keeps trying to get back: never give up.
         self._nc.options["max_reconnect_attempts"] = -1
         self._sub = await self._nc.subscribe("metrics.>", cb=self._on_metrics)
@@ -194,6 +210,20 @@ class EngineClient(QObject):
             with contextlib.suppress(Exception):
                 await nc.close()
         self._set_state(DISCONNECTED)
+
+    def forget_engines(self) -> None:
+        """Forget every node, metric and alert seen (after ``close()``, before connecting to
+        other engines), so nothing of the old connection shows beside the new one."""
+        if self._nc is not None:
+            raise RuntimeError("still connected; close() first")
+        self.model.clear()
+        self._last_seen.clear()
+        self._stale.clear()
+        self._alerts.clear()
+        self._control_node = None
+        self.url = ""
+        self.nodes_changed.emit([])
+        self.alerts_changed.emit()
 
     def _set_state(self, state: str) -> None:
         if state != self._state:
@@ -388,9 +418,3 @@ class EngineClient(QObject):
             return_exceptions=True,
         )
         return dict(zip(targets, results, strict=True))
-
-
-def _unreachable_words(url: str, exc: BaseException) -> str:
-    if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
-        return f"NATS at {url} refused the console's credentials (authorization violation)."
-    return f"Cannot reach NATS at {url}: {exc or type(exc).__name__}."

@@ -276,7 +276,7 @@ def test_connect_needs_a_keyring(
     try:
         with pytest.raises(KeyringUnavailable) as missing:
             console_app.read_token("nats://cluster:4222")
-        assert "never reads the token from a plain file" in str(missing.value)
+        assert "never keeps a token or password in a plain file" in str(missing.value)
         assert console_app.main(["--connect", "nats://cluster:4222"]) == 2
         assert "No OS keyring is available" in capsys.readouterr().err
     finally:
