@@ -263,11 +263,20 @@ class Node:
             self.components["deliver_processes"] = children
         elif role in ("all", "deliver"):
             from engine.deliver.credentials import load_password
-            from engine.deliver.routes import known_routes, route_specs, unknown_routes
+            from engine.deliver.routes import (
+                known_routes,
+                route_specs,
+                unknown_routes,
+                unknown_template_routes,
+            )
 
             # Passwords come from the OS keyring (blocking: D-Bus on Linux), never from files.
             specs = await asyncio.to_thread(route_specs, settings, relay, load_password)
-            for problem in unknown_routes(library.workflows.active(), known_routes(settings)):
+            known = known_routes(settings)
+            for problem in [
+                *unknown_routes(library.workflows.active(), known),
+                *unknown_template_routes(library.template_routes, known),
+            ]:
                 log.warning("%s: its intents will fail until the route is configured", problem)
             delivery = DeliveryService(
                 store=self.store,

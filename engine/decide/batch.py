@@ -219,7 +219,9 @@ class DecideBatch:
             min((e.timestamp for e in counted), default=now),
         )
         changes = Changes()
-        decider = _EventDecider(index, StepMachine(changes), live, history, outcome)
+        decider = _EventDecider(
+            index, StepMachine(changes, index.template_routes), live, history, outcome
+        )
         for event in events:
             contact = contacts[event.contact_key]
             recent = activity.setdefault(contact.id, RecentActivity())

@@ -7,6 +7,7 @@ drives it from events, the timer service from due timers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,10 @@ class Subject:
 class StepMachine:
     """Advances enrollments, recording every effect and reason in ``changes``."""
 
-    def __init__(self, changes: Changes) -> None:
+    def __init__(self, changes: Changes, template_routes: Mapping[str, str] | None = None) -> None:
+        """``template_routes``: template id -> the route it names (for send steps naming none)."""
         self.changes = changes
+        self.template_routes: Mapping[str, str] = template_routes or {}
 
     def trigger_holds(
         self, wf: Workflow, event: Event, who: Subject, previous_seen: float | None
@@ -270,7 +273,7 @@ class StepMachine:
                 "contact_id": enrollment.contact_id,
                 "event_id": enrollment.trigger_event_id,
                 "template_id": step.template,
-                "route": step.route,
+                "route": step.route_for(self.template_routes),
                 "category": wf.category,
                 "to_addr": contact.email,
                 "domain": contact.email.rpartition("@")[2].lower(),

@@ -31,9 +31,12 @@ class WorkflowIndex:
     activity_windows: Mapping[str, float] = field(default_factory=dict)
     counting_events: frozenset[str] = frozenset()  # events whose decisions may count activity
     segment_triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)
+    template_routes: Mapping[str, str] = field(default_factory=dict)  # template id -> route
 
     @classmethod
-    def build(cls, workflows: Iterable[Workflow]) -> WorkflowIndex:
+    def build(
+        cls, workflows: Iterable[Workflow], template_routes: Mapping[str, str] | None = None
+    ) -> WorkflowIndex:
         versions = {(wf.id, wf.version): wf for wf in workflows}
         newest: dict[str, Workflow] = {}
         for wf in versions.values():
@@ -49,6 +52,7 @@ class WorkflowIndex:
                     on_segment.setdefault(wf.trigger.segment, []).append(wf)
         every = list(versions.values())
         return cls(
+            template_routes=dict(template_routes or {}),
             versions=versions,
             newest=newest,
             triggers={name: tuple(wfs) for name, wfs in triggers.items()},
@@ -87,12 +91,23 @@ class WorkflowIndex:
 class WorkflowRegistry:
     """The workflows known to this node; ``index`` is the current snapshot."""
 
-    def __init__(self, workflows: Iterable[Workflow] = ()) -> None:
-        self.index = WorkflowIndex.build(workflows)
+    def __init__(
+        self,
+        workflows: Iterable[Workflow] = (),
+        *,
+        template_routes: Mapping[str, str] | None = None,
+    ) -> None:
+        """``template_routes``: the route each template names (template id -> route), taken
+        by send steps that name none."""
+        self.index = WorkflowIndex.build(workflows, template_routes)
 
-    def replace(self, workflows: Iterable[Workflow]) -> None:
-        """Swap in a new set of workflows (all versions)."""
-        self.index = WorkflowIndex.build(workflows)
+    def replace(
+        self, workflows: Iterable[Workflow], *, template_routes: Mapping[str, str] | None = None
+    ) -> None:
+        """Swap in a new set of workflows (all versions); the template routes stay unless
+        given."""
+        routes = self.index.template_routes if template_routes is None else template_routes
+        self.index = WorkflowIndex.build(workflows, routes)
 
     def add(self, workflow: Workflow) -> None:
         """Add or replace one workflow version."""

@@ -268,7 +268,15 @@ class TimerService:
             return True
 
         work = Changes()
-        enroll_entries(index, StepMachine(work), entries, contacts, activity, allowed, now)
+        enroll_entries(
+            index,
+            StepMachine(work, index.template_routes),
+            entries,
+            contacts,
+            activity,
+            allowed,
+            now,
+        )
         new_ids, per_workflow = work.write(conn, self.sql)
         outcome.intent_ids += new_ids
         for workflow, n in per_workflow.items():
@@ -306,7 +314,7 @@ class TimerService:
         index = self.workflows.index
         activity = load_activity(conn, sql, sorted(contacts), index.activity_windows, now)
         changes = Changes()
-        machine = StepMachine(changes)
+        machine = StepMachine(changes, index.template_routes)
         for timer in claimed:
             enrollment = enrollments.get(timer.enrollment_id)
             if enrollment is None:
