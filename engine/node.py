@@ -290,6 +290,22 @@ class Node:
                 relay=relay,
                 routes=specs,
             )
+            # Route limits hold cluster-wide: this node takes its share among the deliver nodes
+            # it hears on NATS. Started first (held until it knows its share) and stopped
+            # after delivery, so its "bye" comes once it sends no more.
+            from engine.deliver.presence import DeliverPresence
+
+            presence = DeliverPresence(
+                self.nc,
+                member=delivery.owner,
+                routes=delivery.route_fingerprints,
+                on_change=delivery.set_route_shares,
+                interval=delivery.tuning.presence_interval,
+                ttl=delivery.tuning.presence_ttl,
+            )
+            await presence.start()
+            self._stack.push_async_callback(presence.stop)
+            self.components["presence"] = presence
             await delivery.start()
             self._stack.push_async_callback(delivery.stop)
             self.components["delivery"] = delivery

@@ -97,9 +97,10 @@ def test_importing_a_template_with_an_unknown_route_changes_nothing(
         "add [routes.relay-b] to the settings)"
     )
     with store.begin() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(schema.email_templates)).one()[
-            0
-        ] == 0
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(schema.email_templates)).one()[0]
+            == 0
+        )
 
     assert import_templates(store, [good, folder], 1.0, routes={"default", "relay-b"}) == 2
     # A new route is a new version; an unchanged one is left alone.
