@@ -16,6 +16,7 @@ from engine.deliver.limits import DomainRule, Limiter, Rate, RouteLimits, Share,
 from engine.deliver.policy import DeliveryTuning
 from engine.deliver.presence import BEAT, BYE, HELLO, DeliverPresence, Membership, fingerprint
 from engine.errors import ConfigError
+from engine.natsserver import NatsServer
 
 LIMITS = RouteLimits(
     rate=Rate(per_second=30, per_minute=10, per_hour=100, burst=60),
@@ -188,3 +189,20 @@ async def test_deliver_nodes_find_each_other_on_nats_and_share(
             assert node.presence is not None and node.nc is not None
             await node.presence.stop()
             await node.nc.close()
+
+
+async def test_a_node_cut_off_from_nats_holds_its_limited_routes_until_it_is_back(
+    nats_server: NatsServer,
+) -> None:
+    node = _Node("solo/00000001", {"esp": "f"})
+    await node.start(nats_server.url, nats_server.token)
+    try:
+        await wait_for(lambda: node.esp() == Share(), timeout=5, what="settled alone")
+        nats_server.kill()
+        await wait_for(lambda: node.esp() == Share(held=True), timeout=2, what="held")
+        await asyncio.to_thread(nats_server.start)  # same port: the client reconnects
+        await wait_for(lambda: node.esp() == Share(), timeout=10, what="back after a hello")
+    finally:
+        assert node.presence is not None and node.nc is not None
+        await node.presence.stop()
+        await node.nc.close()
