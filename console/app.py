@@ -269,8 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = display_problem()
     if problem:
         return run_headless(options, problem)
+    webengine_flags()
     app = make_app(sys.argv[:1])
     return run_app(app, options, token)
+
+
+def webengine_flags(environ: dict[str, str] | None = None) -> None:
+    """As root, QtWebEngine's Chromium refuses to start with its sandbox (and containers have
+    no GPU): turn both off unless the user chose flags. Must run before QtWebEngine loads."""
+    env = os.environ if environ is None else environ
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        env.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox --disable-gpu")
 
 
 def display_problem() -> str:

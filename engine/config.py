@@ -36,6 +36,9 @@ class EngineSettings:
     activity_days: float = 90.0  # recent activity kept for triggers, waits and windows
     # Separate deliver processes this node starts (role "all" only); 0: deliver in-process.
     deliver_processes: int = 0
+    # The engine's event loop: "uvloop" (the default; where installed, not on Windows) or
+    # "asyncio" (the standard loop: to compare, or to rule the loop out when hunting a bug).
+    event_loop: str = "uvloop"
 
 
 @dataclass
@@ -471,6 +474,10 @@ def validate(settings: Settings) -> None:
     if not 0 <= settings.engine.deliver_processes <= 16:
         raise ConfigError(
             f"engine.deliver_processes: expected 0 to 16, got {settings.engine.deliver_processes}"
+        )
+    if settings.engine.event_loop not in {"uvloop", "asyncio"}:
+        raise ConfigError(
+            f"engine.event_loop: expected uvloop or asyncio, got {settings.engine.event_loop!r}"
         )
     if settings.engine.role not in {"all", "decide", "deliver", "http"}:
         raise ConfigError(

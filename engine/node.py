@@ -51,6 +51,12 @@ def read_secret_file(path: Path, *, create: bool = True) -> str:
     return value
 
 
+def shop_context(settings: Settings) -> dict[str, Any]:
+    """The render context's ``shop`` (name, url, postal address) from the ``[shop]`` settings."""
+    shop = settings.shop
+    return {"name": shop.name, "url": shop.url, "address": shop.address}
+
+
 @dataclass
 class Connection:
     """How to reach a running local stack; written to ``<data>/engine.json`` (mode 0600)."""
@@ -173,6 +179,7 @@ class Node:
         self.components["segment_builder"] = builder
 
         tokens = UnsubscribeTokens(load_or_create_secret(self.data_dir / "unsubscribe.key"))
+        self.components["tokens"] = tokens
         host, port = parse_hostport(settings.http.listen, "http.listen")
         public_url = settings.http.public_url.rstrip("/")
         role = settings.engine.role
@@ -242,6 +249,9 @@ class Node:
                 timeout=settings.smtp.timeout,
             )
 
+        # What previews and test sends use (engine/authoring): the same as the deliver stage.
+        self.components["relay"] = relay
+        self.components["public_url"] = public_url or self.http_url or f"http://{host}:{port}"
         delivery = None
         spawn = settings.engine.deliver_processes if role == "all" else 0
         if spawn:
@@ -286,9 +296,10 @@ class Node:
                 clock=self.clock,
                 node=node,
                 tokens=tokens,
-                public_url=public_url or self.http_url or f"http://{host}:{port}",
+                public_url=self.components["public_url"],
                 relay=relay,
                 routes=specs,
+                shop=shop_context(settings),
             )
             # Route limits hold cluster-wide: this node takes its share among the deliver nodes
             # it hears on NATS. Started first (held until it knows its share) and stopped
@@ -344,6 +355,7 @@ class Node:
                 on_intents=on_intents,
                 on_timer=timers.poke,
                 segments=segments,
+                urgent=None if delivery is None else lambda: delivery.awaiting_replies,
             )
             await timers.start()
             self._stack.push_async_callback(timers.stop)
@@ -372,9 +384,19 @@ class Node:
         from engine.operations import register_operations
 
         register_operations(control, self)
-        from engine.segment_operations import register_segment_operations
+        from engine.segment_operations import follow_segment_changes, register_segment_operations
 
         register_segment_operations(control, self)
+        # Saved segments go live on every node: each reloads on the notice (no restart).
+        self._stack.push_async_callback(await follow_segment_changes(self))
+        from engine.authoring.operations import (
+            follow_template_changes,
+            register_template_operations,
+        )
+
+        register_template_operations(control, self)
+        # Saved templates go live on every node: each reloads on the notice (no restart).
+        self._stack.push_async_callback(await follow_template_changes(self))
         await control.start()
         self._stack.push_async_callback(control.stop)
         self.components["control"] = control

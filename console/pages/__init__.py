@@ -172,6 +172,12 @@ def register_builtin_pages() -> None:
     register_page("live", "Live", "mdi6.pulse", "console.pages.live:LivePage")
     register_page("queues", "Queues", "mdi6.tray-full", "console.pages.queues:QueuesPage")
     register_page(
+        "templates",
+        "Templates",
+        "mdi6.email-edit-outline",
+        "console.pages.templates:TemplatesPage",
+    )
+    register_page(
         "inbox", "Inbox", "mdi6.inbox-arrow-down-outline", "console.pages.inbox:InboxPage"
     )
     register_page(

@@ -25,7 +25,7 @@ from engine.deliver.model import (
 from engine.deliver.smtp import stuff
 from engine.errors import HeaderInvalid
 from engine.mime import build_message, envelope_address, make_message_id, parse_address
-from engine.render import Renderer
+from engine.render import RenderedEmail, Renderer
 from engine.signing import DkimSigner
 from engine.unsubscribe import UnsubscribeTokens
 
@@ -135,6 +135,24 @@ def render_context(
     return context
 
 
+@dataclass(frozen=True, slots=True)
+class BuiltMessage:
+    """One message as built for an intent, before DKIM signing and dot-stuffing."""
+
+    email: RenderedEmail
+    message: bytes  # CRLF line ends, headers and both parts
+    message_id: str
+    unsubscribe_url: str
+
+
+def bounce_address(intent_id: str, bounce_domain: str) -> str:
+    """The envelope sender (VERP: bounces name the intent); ``HeaderInvalid`` if unusable."""
+    sender = f"bounce+{intent_id}@{bounce_domain}"
+    if not sender.isascii() or any(c in sender for c in "<> \r\n"):
+        raise HeaderInvalid(f"bounce address {sender!r} is not usable")
+    return sender
+
+
 class Composer:
     """Renders, builds and (with a ``signer``) DKIM-signs the message for one claimed intent."""
 
@@ -150,14 +168,11 @@ class Composer:
         self.identity = identity
         self.signer = signer
 
-    def compose(
-        self, intent: ClaimedIntent, contact: ContactRow | None, now: float, *, sign: bool = True
-    ) -> Job:
-        """Render, build, sign and address one message; ``RenderError``, ``HeaderInvalid`` or
-        ``SigningError`` (no key for the From domain) if not.
+    def build(self, intent: ClaimedIntent, contact: ContactRow | None, now: float) -> BuiltMessage:
+        """Render and build the (unsigned) message for one intent, exactly as it is sent.
 
-        ``sign=False`` with a signer: the job comes back with ``unsigned`` set and no body, for
-        :meth:`sign_job` to finish on a worker thread (the RSA operation releases the GIL).
+        The console's preview and test sends call this too, so what they show is what goes
+        out. ``RenderError`` or ``HeaderInvalid`` if it cannot be built.
         """
         ident = self.identity
         url = f"{ident.public_url}/u/{self.tokens.make(intent.contact_id, intent.to_addr)}"
@@ -180,6 +195,19 @@ class Composer:
             list_unsubscribe_mailto=ident.unsubscribe_mailto if marketing else None,
             list_id=ident.list_id if marketing else None,
         )
+        return BuiltMessage(email, message, message_id, url)
+
+    def compose(
+        self, intent: ClaimedIntent, contact: ContactRow | None, now: float, *, sign: bool = True
+    ) -> Job:
+        """Render, build, sign and address one message; ``RenderError``, ``HeaderInvalid`` or
+        ``SigningError`` (no key for the From domain) if not.
+
+        ``sign=False`` with a signer: the job comes back with ``unsigned`` set and no body, for
+        :meth:`sign_job` to finish on a worker thread (the RSA operation releases the GIL).
+        """
+        built = self.build(intent, contact, now)
+        message = built.message
         unsigned = None
         if self.signer is not None:
             if sign:
@@ -188,16 +216,14 @@ class Composer:
                 message = self.signer.sign(message, now=now)
             else:
                 unsigned = message
-        sender = f"bounce+{intent.id}@{ident.bounce_domain}"
+        sender = bounce_address(intent.id, self.identity.bounce_domain)
         recipient = envelope_address(intent.to_addr)
-        if not sender.isascii() or any(c in sender for c in "<> \r\n"):
-            raise HeaderInvalid(f"bounce address {sender!r} is not usable")
         return Job(
             intent=intent,
             sender=sender,
             recipient=recipient,
             body=b"" if unsigned is not None else stuff(message),
-            message_id=message_id,
+            message_id=built.message_id,
             rendered_at=now,
             eight_bit=not message.isascii(),
             unsigned=unsigned,

@@ -136,6 +136,11 @@ class DeliveryService:
     # -- public interface -------------------------------------------------------------------
 
     @property
+    def composer(self) -> Composer:
+        """What renders and builds each message (previews use it, to show the same bytes)."""
+        return self._composer
+
+    @property
     def renderer(self) -> Renderer:
         return self._composer.renderer
 
@@ -147,6 +152,12 @@ class DeliveryService:
     def inflight(self) -> int:
         """Intents claimed by this service and not finished yet."""
         return len(self._inflight)
+
+    @property
+    def awaiting_replies(self) -> bool:
+        """True while a mail transaction on some route waits for the relay (its envelope or
+        its final dot sent): the decide worker lets it finish before a batch (on SQLite)."""
+        return any(route.busy for route in self.routes.values())
 
     def notify(self, intent_ids: Sequence[str]) -> None:
         """Intents just committed as ``queued``: claim them without waiting for the poller.

@@ -4,6 +4,8 @@ dead letters that never stall the stream, stream order, acks, telemetry and stop
 from __future__ import annotations
 
 import asyncio
+import time
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -14,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from engine.bus import DECIDE_CONSUMER, EVENTS_STREAM, ensure_streams
 from engine.clock import ManualClock
 from engine.decide import DecideWorker
+from engine.decide.worker import MAKE_WAY_MAX
 from engine.errors import BusError
 from engine.events import Event
 from engine.ingest.validate import parse_event
@@ -217,3 +220,20 @@ async def test_consumer_lag_is_sampled(bus: NatsClient, store: Store, clock: Man
         await worker.stop()
     assert telemetry.gauges["consumer_lag"] == 0
     assert telemetry.counters["events_processed_total"] == 5
+
+
+async def test_make_way_lets_awaited_replies_in_first() -> None:
+    """A batch decided on the loop first lets the loop turn while a mail transaction awaits
+    its reply, so the reply is not held behind the whole batch."""
+    loop = asyncio.get_running_loop()
+    reply = loop.create_future()
+    loop.call_soon(lambda: loop.call_soon(reply.set_result, "250 ok"))  # two turns away
+    await DecideWorker._make_way(SimpleNamespace(urgent=lambda: not reply.done()))  # type: ignore[arg-type]
+    assert reply.done()
+
+
+async def test_make_way_is_bounded() -> None:
+    """A deliver stage that is always busy delays each batch by at most MAKE_WAY_MAX."""
+    started = time.perf_counter()
+    await DecideWorker._make_way(SimpleNamespace(urgent=lambda: True))  # type: ignore[arg-type]
+    assert time.perf_counter() - started < MAKE_WAY_MAX + 0.05  # generous: a shared machine
