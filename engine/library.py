@@ -36,6 +36,14 @@ class Library:
     workflows: WorkflowRegistry
     template_routes: Mapping[str, str] = field(default_factory=dict)  # template id -> route
 
+    def set_template_route(self, template_id: str, route: str | None) -> None:
+        """A template's newest version names this route (None: none): decide uses it now."""
+        routes = {k: v for k, v in self.template_routes.items() if k != template_id}
+        if route:
+            routes[template_id] = route
+        self.template_routes = routes
+        self.workflows.set_template_routes(routes)
+
 
 def _latest(conn: sa.Connection, table: sa.Table) -> list[dict[str, Any]]:
     newest = (

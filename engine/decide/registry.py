@@ -8,6 +8,7 @@ progress on another thread keeps a consistent view.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,10 @@ class WorkflowRegistry:
         given."""
         routes = self.index.template_routes if template_routes is None else template_routes
         self.index = WorkflowIndex.build(workflows, routes)
+
+    def set_template_routes(self, template_routes: Mapping[str, str]) -> None:
+        """Swap in the routes templates name (the workflows stay as they are)."""
+        self.index = dataclasses.replace(self.index, template_routes=dict(template_routes))
 
     def add(self, workflow: Workflow) -> None:
         """Add or replace one workflow version."""

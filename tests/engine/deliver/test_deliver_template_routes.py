@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from deliver_support import ScriptedSmtp, wait_for
 
 from engine.config import load_settings
+from engine.control import ControlError, request
 from engine.decide.workflow import SendStep, parse_workflow
 from engine.errors import TemplateInvalid
 from engine.library import export_templates, import_templates, load_library
@@ -192,3 +193,55 @@ async def test_a_template_route_sends_through_that_relay_unless_the_step_names_o
     assert sorted(tuple(r) for r in rows) == [("by-step", "default"), ("by-template", "relay-b")]
     assert [r.rcpt_tos for r in relay_b.received] == [["ok-template@example.com"]]
     assert [r.rcpt_tos for r in default.received] == [["ok-step@example.com"]]
+
+
+async def test_the_editor_saves_a_route_and_the_next_send_takes_it(
+    tmp_path: Path, relays: tuple[ScriptedSmtp, ScriptedSmtp]
+) -> None:
+    default, relay_b = relays
+    settings = load_settings(
+        None,
+        environ={},
+        overrides={
+            "engine": {"data_dir": str(tmp_path / "data"), "node": "tr2"},
+            "http": {"listen": "127.0.0.1:0"},
+            "ingest": {"write_key": "wk-test"},
+            "smtp": {"url": f"smtp://127.0.0.1:{default.port}"},
+            "routes": {"relay-b": {"host": "127.0.0.1", "port": relay_b.port, "tls": "none"}},
+        },
+    )
+    node = Node(settings)  # the starter templates and workflows
+    await node.start()
+    try:
+        assert node.nc is not None
+
+        async def save(route: str) -> Any:
+            draft = {"template": "order-confirmation", "draft": {"route": route}}
+            return await request(node.nc, "tr2", "templates.save", draft, actor="ada")
+
+        with pytest.raises(ControlError, match=r"not saved: template 'order-confirmation': "):
+            await save("relay-z")
+        with pytest.raises(ControlError, match=r"draft.route must be a route name"):
+            await save("Relay Z")
+        saved = await save("relay-b")
+        assert saved["changed"] is True and saved["version"] == 2
+        got = await request(node.nc, "tr2", "templates.get", {"template": "order-confirmation"})
+        assert got["route"] == "relay-b"
+        event = {
+            "type": "track",
+            "userId": "u1",
+            "event": "Order Completed",
+            "context": {"traits": {"email": "ok-order@example.com"}},
+            "properties": {"order_id": "o1", "total": 5, "currency": "USD"},
+        }
+        auth = {"Authorization": "Basic " + base64.b64encode(b"wk-test:").decode()}
+        async with (
+            aiohttp.ClientSession(headers=auth) as http,
+            http.post(f"{node.http_url}/v1/track", json=event) as resp,
+        ):
+            assert resp.status == 200
+        await wait_for(lambda: bool(relay_b.received), timeout=20, what="the order mail")
+    finally:
+        await node.stop()
+    assert [r.rcpt_tos for r in relay_b.received] == [["ok-order@example.com"]]
+    assert default.received == []
