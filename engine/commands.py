@@ -411,12 +411,12 @@ def import_path(settings: Settings, path: Path) -> int:
                 f"{path}: found nothing to import (expected workflow .toml files, template folders "
                 "with template.toml, contacts.jsonl/.csv or suppressions.jsonl/.csv)"
             )
+        from engine.deliver.routes import known_routes
+
         if template_dirs:
-            n = import_templates(store, template_dirs, time.time())
+            n = import_templates(store, template_dirs, time.time(), routes=known_routes(settings))
             print(f"templates: {n} imported")
         if workflow_files:
-            from engine.deliver.routes import known_routes
-
             n = import_workflows(store, workflow_files, time.time(), routes=known_routes(settings))
             print(f"workflows: {n} imported")
         for f in data_files:

@@ -113,6 +113,11 @@ class DeliverySettings:
     pause_window: float = 60.0
     pause_min_sample: int = 20
     pause_recheck: float = 10.0
+    # Cluster-wide limits (docs/routes.md): deliver nodes announce themselves on NATS every
+    # presence_interval seconds; one not heard from for presence_ttl seconds is dropped and
+    # the others take over its share of each route's limits.
+    presence_interval: float = 1.0
+    presence_ttl: float = 3.0
 
 
 @dataclass

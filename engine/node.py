@@ -280,11 +280,20 @@ class Node:
             self.components["deliver_processes"] = children
         elif role in ("all", "deliver"):
             from engine.deliver.credentials import load_password
-            from engine.deliver.routes import known_routes, route_specs, unknown_routes
+            from engine.deliver.routes import (
+                known_routes,
+                route_specs,
+                unknown_routes,
+                unknown_template_routes,
+            )
 
             # Passwords come from the OS keyring (blocking: D-Bus on Linux), never from files.
             specs = await asyncio.to_thread(route_specs, settings, relay, load_password)
-            for problem in unknown_routes(library.workflows.active(), known_routes(settings)):
+            known = known_routes(settings)
+            for problem in [
+                *unknown_routes(library.workflows.active(), known),
+                *unknown_template_routes(library.template_routes, known),
+            ]:
                 log.warning("%s: its intents will fail until the route is configured", problem)
             delivery = DeliveryService(
                 store=self.store,
@@ -299,6 +308,22 @@ class Node:
                 routes=specs,
                 shop=shop_context(settings),
             )
+            # Route limits hold cluster-wide: this node takes its share among the deliver nodes
+            # it hears on NATS. Started first (held until it knows its share) and stopped
+            # after delivery, so its "bye" comes once it sends no more.
+            from engine.deliver.presence import DeliverPresence
+
+            presence = DeliverPresence(
+                self.nc,
+                member=delivery.owner,
+                routes=delivery.route_fingerprints,
+                on_change=delivery.set_route_shares,
+                interval=delivery.tuning.presence_interval,
+                ttl=delivery.tuning.presence_ttl,
+            )
+            await presence.start()
+            self._stack.push_async_callback(presence.stop)
+            self.components["presence"] = presence
             await delivery.start()
             self._stack.push_async_callback(delivery.stop)
             self.components["delivery"] = delivery

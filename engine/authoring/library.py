@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from engine.render import TemplateSource
 from engine.store import schema
 
-PARTS = ("subject", "preheader", "body", "text", "from_address", "name", "format")
+PARTS = ("subject", "preheader", "body", "text", "from_address", "name", "format", "route")
 """The fields a version holds, in the order a diff shows them."""
 
 
@@ -30,6 +30,7 @@ def source_from_row(row: dict[str, Any]) -> TemplateSource:
         text=row["text"],
         from_address=row["from_address"],
         preheader=row["preheader"],
+        route=row.get("route"),
     )
 
 
@@ -45,6 +46,7 @@ def source_to_dict(source: TemplateSource) -> dict[str, Any]:
         "text": source.text,
         "from_address": source.from_address,
         "preheader": source.preheader,
+        "route": source.route,
     }
 
 
@@ -125,6 +127,7 @@ def insert_version(conn: sa.Connection, source: TemplateSource, actor: str, now:
             "text": source.text,
             "from_address": source.from_address,
             "preheader": source.preheader,
+            "route": source.route,
             "source": f"console:{actor}"[:500],
             "created_at": now,
         },

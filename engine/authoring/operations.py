@@ -15,9 +15,10 @@ Verbs (envelope in engine/control.py; docs/CONTRACTS.md "Templates"):
 - ``templates.fields`` -> contact traits and event properties seen in the stream;
 - ``contacts.search {query, limit?}``, ``contacts.events {contact, limit?}``.
 
-``draft``: ``{subject, body, format?, text?, from_address?, preheader?, name?}``, the unsaved
-editor content; without it the saved (newest) version is used. Bad arguments are refused with
-a message naming the problem, and nothing changes.
+``draft``: ``{subject, body, format?, text?, from_address?, preheader?, name?, route?}``, the
+unsaved editor content (``route``: the route its sends take when the send step names none; a
+route not configured on this node is refused); without it the saved (newest) version is used.
+Bad arguments are refused with a message naming the problem, and nothing changes.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ from engine.decide.workflow import SendStep
 from engine.deliver.compose import MARKETING, Composer, Identity, bounce_address, render_context
 from engine.deliver.model import ContactRow
 from engine.deliver.relay import RelayConfig
+from engine.deliver.routes import known_routes, unknown_template_routes
 from engine.deliver.smtp import Envelope, SmtpConnection, stuff
 from engine.errors import EngineError, HeaderInvalid, RenderError, TemplateInvalid
 from engine.mime import envelope_address, parse_address
 from engine.render import TemplateSource
-from engine.render.templates import FORMATS, TEMPLATE_ID
+from engine.render.templates import FORMATS, ROUTE_NAME, TEMPLATE_ID
 from engine.store import Store, schema
 from engine.unsubscribe import UnsubscribeTokens
 
@@ -72,7 +74,7 @@ CHANGED_SUBJECT = "templates.changed"
 MAX_BODY = 1_000_000
 MAX_PART = 20_000
 CATEGORIES = ("marketing", "transactional")
-_DRAFT_KEYS = ("name", "subject", "body", "format", "text", "from_address", "preheader")
+_DRAFT_KEYS = ("name", "subject", "body", "format", "text", "from_address", "preheader", "route")
 _TARGET_KEYS = ("template", "draft", "contact", "event", "sample", "category")
 
 
@@ -147,6 +149,9 @@ def draft_source(
             raise ControlError("draft.subject is required for a new template")
     if fmt is not None and fmt not in FORMATS:
         raise ControlError(f"draft.format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    route = _optional_text(draft, "route", 100)
+    if route and not ROUTE_NAME.fullmatch(route):
+        raise ControlError(f"draft.route must be a route name, not {route!r}")
 
     def pick(key: str, given: str | None) -> str | None:
         if key in draft:
@@ -163,6 +168,7 @@ def draft_source(
         text=pick("text", _optional_text(draft, "text", MAX_BODY)),
         from_address=pick("from_address", _optional_text(draft, "from_address", 400)),
         preheader=pick("preheader", _optional_text(draft, "preheader", MAX_PART)),
+        route=pick("route", route),
     )
 
 
@@ -469,6 +475,9 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
                 draft_composer(composer(), source)  # compiles: a broken template is not stored
             except TemplateInvalid as exc:
                 raise ControlError(f"not saved: {exc}") from exc
+            problems = unknown_template_routes([source], known_routes(node.settings))
+            if problems:
+                raise ControlError(f"not saved: {problems[0]}")
             with store().begin() as conn:
                 latest = library.latest_versions(conn).get(source.id)
                 if base is not None and latest != base:
@@ -723,6 +732,8 @@ async def reload_template(node: Node, template_id: str) -> None:
         return  # a newer notice already arrived
     # Compiling MJML and inlining CSS takes milliseconds: off the event loop.
     await asyncio.to_thread(renderer.load, source)
+    # Send steps that name no route take the template's: decide sees the new one from now on.
+    found.set_template_route(template_id, source.route)
     log.info("template %s v%d is live", template_id, source.version)
 
 

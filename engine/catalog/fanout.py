@@ -41,6 +41,7 @@ from engine.decide.profiles import RecentActivity, load_activity, load_contacts
 from engine.decide.registry import WorkflowRegistry
 from engine.decide.sql import TRANSIENT_DB_ERRORS, DecideSql
 from engine.events import Event
+from engine.experiments.exposures import winners_for
 from engine.store import Store, schema
 from engine.telemetry import Telemetry
 
@@ -192,8 +193,15 @@ class Fanout:
         activity = load_activity(conn, self.sql, ids, windows, now) if windows else {}
         limited = {wf.id} if wf.reentry.mode != "always" else set()
         live, history = load_enrollments(conn, self.sql, set(ids), limited)
-        changes = Changes()
-        machine = StepMachine(changes)
+        # The same pacing (caps, quiet hours), promoted experiment winners and template routes
+        # as a send decided from an event.
+        changes = Changes(pacing=self.workflows.pacing)
+        index = self.workflows.index
+        machine = StepMachine(
+            changes,
+            winners_for(conn, index.versions.values()),
+            template_routes=index.template_routes,
+        )
         alerted: list[dict[str, Any]] = []
         for cid in ids:
             contact = contacts[cid]

@@ -247,7 +247,8 @@ class DecideBatch:
         )
         changes = Changes(pacing=self.registry.pacing)
         winners = winners_for(conn, index.versions.values())
-        decider = _EventDecider(index, StepMachine(changes, winners), live, history, outcome)
+        machine = StepMachine(changes, winners, template_routes=index.template_routes)
+        decider = _EventDecider(index, machine, live, history, outcome)
         for event in events:
             contact = contacts[event.contact_key]
             recent = activity.setdefault(contact.id, RecentActivity())

@@ -16,6 +16,7 @@ from engine.decide.conditions import ActivityLookup, Facts, all_hold, lookup
 from engine.decide.durations import format_duration
 from engine.decide.profiles import Contact
 from engine.decide.workflow import (
+    DEFAULT_ROUTE,
     EXIT,
     BranchStep,
     ExitStep,
@@ -57,9 +58,18 @@ class Subject:
 class StepMachine:
     """Advances enrollments, recording every effect and reason in ``changes``."""
 
-    def __init__(self, changes: Changes, winners: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        changes: Changes,
+        winners: Mapping[str, str] | None = None,
+        *,
+        template_routes: Mapping[str, str] | None = None,
+    ) -> None:
+        """``winners``: promoted experiment winners (experiment id -> variant);
+        ``template_routes``: template id -> the route it names (for send steps naming none)."""
         self.changes = changes
-        self.winners = winners or {}  # promoted experiment winners: experiment id -> variant
+        self.winners = winners or {}
+        self.template_routes: Mapping[str, str] = template_routes or {}
 
     def trigger_holds(
         self, wf: Workflow, event: Event, who: Subject, previous_seen: float | None
@@ -343,7 +353,8 @@ class StepMachine:
                 "contact_id": enrollment.contact_id,
                 "event_id": enrollment.trigger_event_id,
                 "template_id": template,
-                "route": route,
+                # The step's (or its arm's) route, else the chosen template's, else default.
+                "route": route or self.template_routes.get(template) or DEFAULT_ROUTE,
                 "category": wf.category,
                 "to_addr": contact.email,
                 "domain": contact.email.rpartition("@")[2].lower(),

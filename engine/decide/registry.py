@@ -35,9 +35,12 @@ class WorkflowIndex:
     counting_events: frozenset[str] = frozenset()  # events whose decisions may count activity
     segment_triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)
     catalog_triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)  # by kind
+    template_routes: Mapping[str, str] = field(default_factory=dict)  # template id -> route
 
     @classmethod
-    def build(cls, workflows: Iterable[Workflow]) -> WorkflowIndex:
+    def build(
+        cls, workflows: Iterable[Workflow], template_routes: Mapping[str, str] | None = None
+    ) -> WorkflowIndex:
         versions = {(wf.id, wf.version): wf for wf in workflows}
         newest: dict[str, Workflow] = {}
         for wf in versions.values():
@@ -56,6 +59,7 @@ class WorkflowIndex:
                     on_catalog.setdefault(wf.trigger.catalog.kind, []).append(wf)
         every = list(versions.values())
         return cls(
+            template_routes=dict(template_routes or {}),
             versions=versions,
             newest=newest,
             triggers={name: tuple(wfs) for name, wfs in triggers.items()},
@@ -98,6 +102,8 @@ class WorkflowRegistry:
     ``offers``: the offers configured in the settings and the key that signs generated codes;
     every workflow loaded here sees them next to its own ``[offers.NAME]`` tables. ``pacing``
     (caps and quiet hours from the settings) applies to every send they decide.
+    ``template_routes``: the route each template names (template id -> route), taken by send
+    steps that name none.
     """
 
     def __init__(
@@ -106,14 +112,23 @@ class WorkflowRegistry:
         offers: OfferBook | None = None,
         *,
         pacing: Pacing | None = None,
+        template_routes: Mapping[str, str] | None = None,
     ) -> None:
         self.offers = offers or OfferBook()
         self.pacing = pacing or Pacing()
-        self.index = WorkflowIndex.build(self._bound(workflows))
+        self.index = WorkflowIndex.build(self._bound(workflows), template_routes)
 
-    def replace(self, workflows: Iterable[Workflow]) -> None:
-        """Swap in a new set of workflows (all versions)."""
-        self.index = WorkflowIndex.build(self._bound(workflows))
+    def replace(
+        self, workflows: Iterable[Workflow], *, template_routes: Mapping[str, str] | None = None
+    ) -> None:
+        """Swap in a new set of workflows (all versions); the template routes stay unless
+        given."""
+        routes = self.index.template_routes if template_routes is None else template_routes
+        self.index = WorkflowIndex.build(self._bound(workflows), routes)
+
+    def set_template_routes(self, template_routes: Mapping[str, str]) -> None:
+        """Swap in the routes templates name (the workflows stay as they are)."""
+        self.index = dataclasses.replace(self.index, template_routes=dict(template_routes))
 
     def _bound(self, workflows: Iterable[Workflow]) -> list[Workflow]:
         return [dataclasses.replace(wf, offers=self.offers.bind(wf.offers)) for wf in workflows]

@@ -274,7 +274,10 @@ class TimerService:
             return True
 
         work = Changes(pacing=self.workflows.pacing)
-        enroll_entries(index, StepMachine(work), entries, contacts, activity, allowed, now)
+        machine = StepMachine(
+            work, winners_for(conn, index.versions.values()), template_routes=index.template_routes
+        )
+        enroll_entries(index, machine, entries, contacts, activity, allowed, now)
         new_ids, per_workflow = work.write(conn, self.sql)
         _count_capped(outcome, work)
         outcome.intent_ids += new_ids
@@ -313,7 +316,11 @@ class TimerService:
         index = self.workflows.index
         activity = load_activity(conn, sql, sorted(contacts), index.activity_windows, now)
         changes = Changes(pacing=self.workflows.pacing)
-        machine = StepMachine(changes, winners_for(conn, index.versions.values()))
+        machine = StepMachine(
+            changes,
+            winners_for(conn, index.versions.values()),
+            template_routes=index.template_routes,
+        )
         for timer in claimed:
             enrollment = enrollments.get(timer.enrollment_id)
             if enrollment is None:

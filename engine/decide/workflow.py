@@ -34,6 +34,7 @@ A workflow is a TOML file in ``templates/workflows/`` (or the same structure as 
     id = "send-reminder"
     type = "send"
     template = "abandoned-cart"
+    # route = "esp"                    # optional: else the template's route, else "default"
 
 Steps run in order unless ``next`` (send, wait), ``then``/``else`` (branch) or
 ``on_event``/``on_timeout`` (wait_until) name another step, or ``"exit"``. Running past the last
@@ -60,6 +61,7 @@ from engine.experiments.model import EXPERIMENT_KEYS, Experiment, parse_experime
 from engine.offers.model import OFFER_ID, Offer, parse_offers
 
 EXIT = "exit"  # a step target that ends the enrollment as exited
+DEFAULT_ROUTE = "default"  # where a send goes when neither its step nor its template names a route
 CATEGORIES = ("marketing", "transactional")
 STEP_TYPES = ("send", "wait", "wait_until", "branch", "exit")
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
@@ -105,10 +107,14 @@ class Step:
 @dataclass(frozen=True, slots=True)
 class SendStep(Step):
     template: str
-    route: str
+    route: str | None  # None: the template's route, else DEFAULT_ROUTE (see route_for)
     next: Target
     experiment: Experiment | None = None
     offer: str | None = None  # an [offers.NAME] whose code and value the template shows
+
+    def route_for(self, template_routes: Mapping[str, str]) -> str:
+        """The route this step sends through: its own, else its template's, else the default."""
+        return self.route or template_routes.get(self.template) or DEFAULT_ROUTE
 
     @property
     def type(self) -> str:
@@ -526,8 +532,8 @@ def _step(raw: Mapping[str, Any], step_id: str, following: Target, wf_id: str = 
         template = raw.get("template")
         if not isinstance(template, str) or not template.strip():
             raise ValueError(f"{where}: missing template name")
-        route = raw.get("route", "default")
-        if not isinstance(route, str) or not route:
+        route = raw.get("route")
+        if route is not None and (not isinstance(route, str) or not route):
             raise ValueError(f"{where}: route must be a route name")
         experiment = parse_experiment(
             raw, workflow_id=wf_id, step_id=step_id, kind=kind, duration=_duration

@@ -32,9 +32,10 @@ from engine.deliver import outcomes, queues
 from engine.deliver.committer import GroupCommitter
 from engine.deliver.compose import Composer, Identity, check_at_send_time
 from engine.deliver.ledger import Ledger, Recovery
-from engine.deliver.limits import RouteLimits
+from engine.deliver.limits import RouteLimits, Share
 from engine.deliver.model import UNCERTAIN, ClaimBatch, ClaimedIntent, Job, Outcome
 from engine.deliver.policy import DeliveryTuning
+from engine.deliver.presence import fingerprint
 from engine.deliver.relay import RelayConfig
 from engine.deliver.route import Route
 from engine.deliver.routes import DEFAULT_ROUTE, RouteSpec, route_specs
@@ -259,6 +260,18 @@ class DeliveryService:
     def set_route_limits(self, name: str, limits: RouteLimits) -> None:
         """Change a route's limits live (in memory: the settings file is not rewritten)."""
         self.route(name).set_limits(limits)
+
+    def route_fingerprints(self) -> dict[str, str]:
+        """Each route's name and a digest of its limits (announced by ``presence``)."""
+        return {name: fingerprint(route.limits) for name, route in self.routes.items()}
+
+    def set_route_shares(self, shares: Mapping[str, Share]) -> None:
+        """This node's part of each route's cluster-wide limits (from ``presence``); routes
+        not named keep theirs."""
+        for name, share in shares.items():
+            route = self.routes.get(name)
+            if route is not None:
+                route.set_share(share)
 
     def pause_route(self, name: str, reason: str) -> int:
         """Pause a route in memory; returns how many queued jobs went back to the ledger."""

@@ -101,6 +101,7 @@ email_templates = Table(
     Column("preheader", Text),
     Column("source", String(500)),
     Column("created_at", Float, nullable=False),
+    Column("route", String(100)),  # the route its sends take unless the send step names one
     PrimaryKeyConstraint("id", "version"),
 )
 
