@@ -33,6 +33,7 @@ from engine.catalog.products import (
     products_of,
     touches_products,
 )
+from engine.decide import lite
 from engine.decide.registry import WorkflowIndex
 from engine.decide.workflow import ALERT_EVENTS, Workflow
 from engine.events import Event
@@ -173,8 +174,17 @@ class CatalogBatch:
     def _load_products(self, ids: Iterable[str]) -> None:
         p = schema.products
         wanted = sorted(ids)
+        lite_db = self.conn.dialect.name == "sqlite"
         for start in range(0, len(wanted), _CHUNK):
             part = wanted[start : start + _CHUNK]
+            if lite_db:  # the hot path: SQLite's own cursor (see engine.decide.lite)
+                statement = (
+                    f"SELECT {_PRODUCT_COLUMNS} FROM products "
+                    f"WHERE id IN ({', '.join('?' * len(part))})"
+                )
+                for values in lite.run(self.conn, statement, part):
+                    self.products[values[0]] = Product(*values)
+                continue
             for row in self.conn.execute(sa.select(p).where(p.c.id.in_(part))):
                 self.products[row.id] = Product(
                     row.id, row.name, row.price, row.previous_price, row.currency, row.stock,
@@ -185,8 +195,19 @@ class CatalogBatch:
     def _load_interests(self, contacts: set[str], products: set[str], since: float) -> None:
         cp = schema.contact_products
         ids, names = sorted(contacts), sorted(products)
+        lite_db = self.conn.dialect.name == "sqlite"
         for start in range(0, len(ids), _CHUNK):
             part = ids[start : start + _CHUNK]
+            if lite_db and len(names) <= _CHUNK:
+                statement = (
+                    f"SELECT {_INTEREST_COLUMNS} FROM contact_products "
+                    f"WHERE contact_id IN ({', '.join('?' * len(part))}) AND ("
+                    f"product_id IN ({', '.join('?' * len(names))}) OR cart_quantity > 0 "
+                    "OR viewed_at > ? OR carted_at > ?)"
+                )
+                for values in lite.run(self.conn, statement, [*part, *names, since, since]):
+                    self._remember(Interest(*values))
+                continue
             query = sa.select(cp).where(
                 cp.c.contact_id.in_(part),
                 sa.or_(
@@ -242,26 +263,34 @@ class CatalogBatch:
             for wf in self.index.catalog_triggers.get("back_in_stock", ()):
                 self._job(wf, event, product, previous_price=None, drop=None)
 
-    def _describe(self, product: Product, item: ProductFacts, ts: float) -> None:
+    def _describe(self, product: Product, item: ProductFacts, ts: float) -> bool:
+        """Apply what ``item`` says; True if anything about the product changed."""
+        changed = False
         if item.price is not None and item.price != product.price:
             product.previous_price = product.price
             product.price = item.price
             product.price_changed_at = ts
+            changed = True
         if item.stock is not None and item.stock != product.stock:
             product.stock = item.stock
             product.stock_changed_at = ts
+            changed = True
         for key in ("name", "currency", "url", "image_url"):
             value = getattr(item, key)
-            if value is not None:
+            if value is not None and value != getattr(product, key):
                 setattr(product, key, value)
-        product.updated_at = self.now
+                changed = True
+        if changed:
+            product.updated_at = self.now
+        return changed
 
     def _shopper(self, event: Event, facts: list[ProductFacts]) -> None:
         contact, ts, name = event.contact_key, event.timestamp, event.activity_name
         for item in facts:
             product = self._product(item.product_id)
-            if product.source != "catalog":
-                self._describe(product, item, ts)
+            # A shopper event rewrites the row only when it says something new (most views
+            # of a product repeat what the last one said).
+            if product.source != "catalog" and self._describe(product, item, ts):
                 product.changed = True
         if name == PRODUCT_VIEWED:
             self._looked(contact, facts[0], ts, carted=False)
@@ -361,6 +390,9 @@ class CatalogBatch:
 
     def _write(self) -> None:
         conn = self.conn
+        if conn.dialect.name == "sqlite":
+            self._write_lite()
+            return
         sql = _statements(conn.dialect.name)
         rows = [p.row() for p in self.products.values() if p.changed]
         if rows:
@@ -374,6 +406,63 @@ class CatalogBatch:
             conn.execute(sql.pairs, rows)
         if self.jobs:
             conn.execute(sql.jobs, self.jobs)
+
+    def _write_lite(self) -> None:
+        """``_write`` on SQLite's own cursor: the same upserts, without SQLAlchemy's
+        per-execute cost (most of a product event's decide time when it went through Core)."""
+        conn = self.conn
+        rows = [_product_values(p) for p in self.products.values() if p.changed]
+        if rows:
+            lite.run_many(conn, _LITE_UPSERT_PRODUCTS, rows)
+        interests = [_interest_values(i) for i in self.interests.values() if i.changed]
+        if interests:
+            lite.run_many(conn, _LITE_UPSERT_INTERESTS, interests)
+        if self.pairs:
+            pairs = [(a, b, w) for (a, b), w in sorted(self.pairs.items())]
+            lite.run_many(conn, _LITE_UPSERT_PAIRS, pairs)
+        if self.jobs:
+            lite.insert(conn, schema.catalog_fanouts, self.jobs, conflict=["id"])
+
+
+_PRODUCT_FIELDS = (
+    "id", "name", "price", "previous_price", "currency", "stock", "url", "image_url", "source",
+    "price_changed_at", "stock_changed_at", "updated_at",
+)  # fmt: skip
+_PRODUCT_COLUMNS = ", ".join(_PRODUCT_FIELDS)
+_INTEREST_FIELDS = (
+    "contact_id", "product_id", "viewed_at", "carted_at", "cart_quantity", "bought_at",
+    "looked_out_at",
+)  # fmt: skip
+_INTEREST_COLUMNS = ", ".join(_INTEREST_FIELDS)
+_LITE_UPSERT_PRODUCTS = (
+    f"INSERT INTO products ({_PRODUCT_COLUMNS}) VALUES ({', '.join('?' * len(_PRODUCT_FIELDS))}) "
+    "ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _PRODUCT_FIELDS[1:])
+)
+_LITE_UPSERT_INTERESTS = (
+    f"INSERT INTO contact_products ({_INTEREST_COLUMNS}) "
+    f"VALUES ({', '.join('?' * len(_INTEREST_FIELDS))}) "
+    "ON CONFLICT (contact_id, product_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _INTEREST_FIELDS[2:])
+)
+_LITE_UPSERT_PAIRS = (
+    "INSERT INTO product_pairs (product_id, other_id, score) VALUES (?, ?, ?) "
+    "ON CONFLICT (product_id, other_id) DO UPDATE SET score = product_pairs.score + excluded.score"
+)
+
+
+def _product_values(p: Product) -> tuple[Any, ...]:
+    return (
+        p.id, p.name, p.price, p.previous_price, p.currency, p.stock, p.url, p.image_url,
+        p.source, p.price_changed_at, p.stock_changed_at, p.updated_at,
+    )  # fmt: skip
+
+
+def _interest_values(i: Interest) -> tuple[Any, ...]:
+    return (
+        i.contact_id, i.product_id, i.viewed_at, i.carted_at, i.cart_quantity, i.bought_at,
+        i.looked_out_at,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
