@@ -402,6 +402,7 @@ def main() -> None:
         metavar="N",
         help="run deliver in N separate processes (engine.deliver_processes)",
     )
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()
