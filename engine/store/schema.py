@@ -189,7 +189,7 @@ intents = Table(
     Column("dot_at", Float),
     Column("accepted_at", Float),
     Column("finished_at", Float),
-    # Pacing (engine/pacing, revision 0007): the priority when a frequency cap binds, and the
+    # Pacing (engine/pacing, revision 0005): the priority when a frequency cap binds, and the
     # contact's local day and ISO week the send counts on (marketing only, else NULL).
     Column("priority", Integer),
     Column("cap_day", String(10)),
