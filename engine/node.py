@@ -188,7 +188,11 @@ class Node:
         from engine.feedback.intake import FeedbackIntake
 
         feedback = FeedbackIntake(
-            self.store, self.clock, self.telemetry, bounce_domain=settings.sending.bounce_domain
+            self.store,
+            self.clock,
+            self.telemetry,
+            bounce_domain=settings.sending.bounce_domain,
+            segments=segments,
         )
         self.components["feedback"] = feedback
         if settings.feedback.imap_host:

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from engine.feedback import Bounce, Complaint, FeedbackInvalid, FeedbackItem
 from engine.store import Store, schema
+
+if TYPE_CHECKING:
+    from engine.segments.membership import SegmentRegistry
 
 __all__ = [
     "GMAIL_COMPLAINT_LIMIT",
@@ -66,14 +69,22 @@ class FeedbackResult:
         }
 
 
-def apply_feedback(store: Store, items: Iterable[FeedbackItem], now: float) -> FeedbackResult:
-    """Apply parsed feedback; all or nothing (one transaction)."""
+def apply_feedback(
+    store: Store,
+    items: Iterable[FeedbackItem],
+    now: float,
+    segments: SegmentRegistry | None = None,
+) -> FeedbackResult:
+    """Apply parsed feedback; all or nothing (one transaction). A complaint unsubscribes the
+    contact, and the segments that read subscription or consent are re-evaluated for it in the
+    same transaction (as a one-click unsubscribe does), so membership changes at once."""
     batch = list(items)
     for item in batch:
         if not isinstance(item, Bounce | Complaint):
             raise FeedbackInvalid(f"feedback: {type(item).__name__} is not a Bounce or Complaint")
     result = FeedbackResult()
     intents = schema.intents
+    unsubscribed: set[str] = set()
     with store.begin() as conn:
         ids = sorted({i.intent_id for i in batch if i.intent_id})
         known: dict[str, Any] = {}
@@ -109,8 +120,14 @@ def apply_feedback(store: Store, items: Iterable[FeedbackItem], now: float) -> F
                 result.suppressed += _suppress(conn, store, address, "marketing", item, now)
                 result.addresses.append(address)
                 _record_complaint(conn, address, item, now)
-                result.unsubscribed += _unsubscribe(conn, row.contact_id if row else None,
-                                                    address, now)  # fmt: skip
+                done = _unsubscribe(conn, row.contact_id if row else None, address, now)
+                result.unsubscribed += len(done)
+                unsubscribed.update(done)
+        if unsubscribed and segments is not None and segments.index.by_consent:
+            from engine.segments.membership import refresh
+
+            by_consent = segments.index.by_consent
+            refresh(conn, segments.index, dict.fromkeys(sorted(unsubscribed), by_consent), now)
         conn.execute(
             schema.audit_log.insert(),
             {
@@ -196,7 +213,8 @@ def _record_complaint(conn: Connection, address: str, item: Complaint, now: floa
         )
 
 
-def _unsubscribe(conn: Connection, contact_id: str | None, address: str, now: float) -> int:
+def _unsubscribe(conn: Connection, contact_id: str | None, address: str, now: float) -> list[str]:
+    """Unsubscribe the contact (by id, else by address); the ids it changed."""
     contacts = schema.contacts
     where = (
         contacts.c.id == contact_id if contact_id else sa.func.lower(contacts.c.email) == address
@@ -205,8 +223,9 @@ def _unsubscribe(conn: Connection, contact_id: str | None, address: str, now: fl
         sa.update(contacts)
         .where(where, contacts.c.unsubscribed_at.is_(None))
         .values(unsubscribed_at=now, updated_at=now)
+        .returning(contacts.c.id)
     )
-    return int(done.rowcount or 0)
+    return list(done.scalars())
 
 
 def complaint_rate(store: Store, since: float) -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from engine.clock import Clock
 from engine.feedback import Bounce, FeedbackInvalid, FeedbackItem, parse_mail
@@ -27,6 +28,9 @@ from engine.feedback.apply import FeedbackResult, apply_feedback
 from engine.feedback.webhooks import parse_postmark, parse_sendgrid, parse_ses
 from engine.store import Store
 from engine.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from engine.segments.membership import SegmentRegistry
 
 __all__ = ["PROVIDERS", "FeedbackIntake"]
 
@@ -55,8 +59,10 @@ class FeedbackIntake:
         telemetry: Telemetry,
         *,
         bounce_domain: str = "bounces.shop.example",
+        segments: SegmentRegistry | None = None,
     ) -> None:
         self._store = store
+        self._segments = segments
         self._clock = clock
         self._telemetry = telemetry
         self.bounce_domain = bounce_domain.strip().lower().rstrip(".")
@@ -113,9 +119,11 @@ class FeedbackIntake:
             return FeedbackResult()
         now = self._clock.now()
         if self._store.inline:
-            result = apply_feedback(self._store, items, now)
+            result = apply_feedback(self._store, items, now, self._segments)
         else:
-            result = await asyncio.to_thread(apply_feedback, self._store, items, now)
+            result = await asyncio.to_thread(
+                apply_feedback, self._store, items, now, self._segments
+            )
         for item in items:
             self._telemetry.count("feedback_total", kind=_kind(item), source=item.source)
         return result

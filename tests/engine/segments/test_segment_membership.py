@@ -195,6 +195,26 @@ def test_an_unsubscribe_takes_the_contact_out_at_once(any_store: Store, clock: M
     assert r.members("lapsed") == ["ann"]  # still in: now by the other branch
 
 
+def test_a_spam_complaint_takes_the_contact_out_at_once(
+    any_store: Store, clock: ManualClock
+) -> None:
+    """A complaint (an ARF report or an ESP webhook, no intent id) unsubscribes the contact
+    by address, and the subscription segments change in the same transaction."""
+    from engine.feedback import Complaint
+    from engine.feedback.apply import apply_feedback
+
+    reachable = segment("reachable", "subscribed to marketing")
+    r = rig(any_store, clock, reachable)
+    r.decide(identify(clock, "bob", email="Bob@Example.com"), identify(clock, "cy", email="c@x.io"))
+    assert r.members("reachable") == ["bob", "cy"]
+    clock.advance(7)
+    report = Complaint(None, "bob@example.com", "abuse", "test", None, source="ses")
+    result = apply_feedback(any_store, [report], clock.now(), r.segments)
+    assert result.unsubscribed == 1
+    assert r.members("reachable") == ["cy"]
+    assert r.history("reachable")[-1] == ("bob", "exited", clock.now())
+
+
 def test_a_rebuild_replaces_each_pending_recheck_page_by_page(
     any_store: Store, clock: ManualClock
 ) -> None:
