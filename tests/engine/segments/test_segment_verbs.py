@@ -20,6 +20,7 @@ from engine.control import ControlError, request
 from engine.node import Node
 from engine.segments.build import SegmentBuilder
 from engine.store import Store, schema
+from tests.engine.access_support import grant
 
 CONTACTS = 240
 
@@ -91,8 +92,10 @@ async def test_save_build_and_query_a_segment(node: Node) -> None:
     assert node.store is not None and node.nc is not None
     store, nc = node.store, node.nc
 
+    grant(store, "marketer-mo", "marketer")
+
     async def call(verb: str, args: dict[str, Any] | None = None) -> Any:
-        return await request(nc, "s1", verb, args, actor="marketer-mo", timeout=10)
+        return await request(nc, "s1", verb, args, user="marketer-mo", timeout=10)
 
     assert "segments.save" in (await call("ping"))["verbs"]
     saved = await call(
@@ -177,8 +180,10 @@ async def test_bad_definitions_are_refused_and_change_nothing(
 ) -> None:
     assert node.store is not None and node.nc is not None
 
+    grant(node.store, "mo", "marketer")
+
     async def call(verb: str, a: dict[str, Any]) -> Any:
-        return await request(node.nc, "s1", verb, a, actor="mo")  # type: ignore[arg-type]
+        return await request(node.nc, "s1", verb, a, user="mo")  # type: ignore[arg-type]
 
     base = {"segment": "base", "name": "Base", "text": "subscribed to marketing"}
     await call("segments.save", base)
