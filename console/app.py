@@ -177,7 +177,12 @@ async def run(app: QApplication, options: Options, token: str | None = None) -> 
             if not quit_event.is_set():
                 conn = connect.result()
                 window.set_target("Local stack", conn.nats_url)
-                await client.connect_to(conn.nats_url, conn.nats_token or None)
+                await client.connect_to(
+                    conn.nats_url,
+                    conn.nats_token or None,
+                    user=conn.nats_user or None,
+                    password=conn.nats_password or None,
+                )
                 window.show_progress("Connected to the local stack.")
         else:
             assert options.connect is not None

@@ -36,7 +36,7 @@ from tests.console.conftest import (
 )
 from widgets.confirm import ConfirmImpactDialog
 
-ACTOR = "ops-ana"
+ACTOR = "admin"  # the local stack's generated user: the console signs in as it
 ROUTES_TOML = """
 [routes.relay-b]
 url = "smtp://127.0.0.1:9"
