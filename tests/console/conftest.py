@@ -189,15 +189,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
 
 
-_DATA_DIRS: dict[str, Path] = {}
-
-
 async def connect_as_engine(engine: StackConnection) -> Any:
     """A NATS connection as the engines' own user (its password is in the data directory), for
     tests that publish events straight to the stream as a producer would; the console's admin
     user may publish control requests only."""
-    secret = (_DATA_DIRS[engine.nats_url] / "nats-engine.secret").read_text().strip()
+    secret = await asyncio.to_thread(_engine_secret, engine.pid)
     return await nats.connect(engine.nats_url, user="engine", password=secret)
+
+
+def _engine_secret(pid: int) -> str:
+    """The engines' NATS password, from the data directory the engine ``pid`` was started on."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    data_dir = Path(args[args.index("--data-dir") + 1])
+    return (data_dir / "nats-engine.secret").read_text().strip()
 
 
 @contextlib.contextmanager
@@ -233,7 +237,6 @@ def running_engine(data_dir: Path, *extra_args: str) -> Iterator[StackConnection
                 pytest.fail(f"the engine did not start (code {process.returncode}):\n{output}")
             time.sleep(0.1)
             connection = StackConnection.load(data_dir)
-        _DATA_DIRS[connection.nats_url] = data_dir
         yield connection
     finally:
         process.terminate()
