@@ -115,9 +115,9 @@ async def main(backlog: int, rate: float, seconds: float) -> None:
             total = int(rate * seconds)
             # The paced publisher is another process, so it does not share this one's CPU.
             publisher = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--publish", server.url, server.token,
+                sys.executable, "-m", "bench.decide", "--publish", server.url, server.token,
                 str(rate), str(total),
-                stdout=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, cwd=ROOT,
             )  # fmt: skip
             out, _ = await publisher.communicate()
             achieved = float(out.decode().strip() or 0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,7 +180,11 @@ async def engine_stages(nc: Any) -> str:
     return "engine p50/p99 ms: " + ", ".join(parts)
 
 
-async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) -> Result:
+@contextlib.asynccontextmanager
+async def running_engine(
+    args: argparse.Namespace, sink: SmtpSink, workdir: Path
+) -> AsyncIterator[EngineUnderTest]:
+    """A real ``campaign-engine run`` process sending to ``sink``; SIGINT on the way out."""
     data = workdir / f"engine-{args.durability}"
     cmd = [
         str(VENV_BIN / "campaign-engine"),
@@ -198,6 +204,7 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
         **os.environ,
         "CAMPAIGN_WORKFLOWS_ABANDONED_CART_DELAY": "30m",
         "CAMPAIGN_ENGINE_DELIVER_PROCESSES": str(args.deliver_processes),
+        "CAMPAIGN_ENGINE_EVENT_LOOP": getattr(args, "event_loop", "uvloop"),
     }
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not on a hot path
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
@@ -216,8 +223,44 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
             except (OSError, orjson.JSONDecodeError):
                 conn = {}
         nc = await bus.connect(conn["nats_url"], token=conn["nats_token"], name="bench")
-        js = nc.jetstream()
-        sampler = ProcessSample(proc.pid)
+        try:
+            yield EngineUnderTest(proc, nc, nc.jetstream(), data / "engine.sqlite3")
+        finally:
+            await nc.drain()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class EngineUnderTest:
+    proc: subprocess.Popen[bytes]
+    nc: Any
+    js: Any
+    db_path: Path
+
+    async def drained(self, timeout: float = 180.0) -> bool:
+        """Wait until the decide consumer has nothing pending and no intent is on its way."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            info = await self.js.consumer_info(bus.EVENTS_STREAM, bus.DECIDE_CONSUMER)
+            if (
+                info.num_pending == 0
+                and info.num_ack_pending == 0
+                and not ledger_open(self.db_path)
+            ):
+                return True
+            await asyncio.sleep(0.25)
+        return False
+
+
+async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) -> Result:
+    async with running_engine(args, sink, workdir) as engine:
+        js = engine.js
+        sampler = ProcessSample(engine.proc.pid)
         producer = Producer(args.scenario)
         # Warm up (templates compiled, connections open), then measure.
         await producer.run(js, min(args.rate, 200), 2.0)
@@ -233,18 +276,10 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
         sampling = asyncio.create_task(sample())
         published = await producer.run(js, args.rate, args.duration)
         cpu = sampler.cpu_ratio()
-        db_path = data / "engine.sqlite3"
-        # Drained when the decide consumer has nothing pending and no intent is on its way.
-        drain_deadline = time.monotonic() + 180
-        while time.monotonic() < drain_deadline:
-            info = await js.consumer_info(bus.EVENTS_STREAM, bus.DECIDE_CONSUMER)
-            if info.num_pending == 0 and info.num_ack_pending == 0 and not ledger_open(db_path):
-                break
-            await asyncio.sleep(0.5)
+        await engine.drained()
         sampling.cancel()
-        stages = await engine_stages(nc)
-        await nc.drain()
-        sent, latencies, _first, last = ledger_latencies(db_path, since)
+        stages = await engine_stages(engine.nc)
+        sent, latencies, _first, last = ledger_latencies(engine.db_path, since)
         measured = len(latencies)
         window = max(last - since, 1e-9)
         return Result(
@@ -258,12 +293,6 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
             peak_rss=sampler.peak_rss,
             notes=f"{sent - measured:,} warm-up mails not counted; {stages}",
         )
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 async def bench_naive(args: argparse.Namespace, sink: SmtpSink, workdir: Path) -> Result:
@@ -373,6 +402,7 @@ def main() -> None:
         metavar="N",
         help="run deliver in N separate processes (engine.deliver_processes)",
     )
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-reference", action="store_true")
     args = parser.parse_args()

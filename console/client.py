@@ -37,6 +37,8 @@ from console.errors import (
     RequestTimedOut,
 )
 from console.metrics_model import MetricsModel
+from console.nats_errors import unreachable_words
+from console.profiles import NatsLogin
 from engine.access import LOCAL_ADMIN, control_subject, inbox_prefix
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ class EngineClient(QObject):
         super().__init__(parent)
         # The NATS user the console signs in as: control subjects carry it, NATS lets it
         # publish under no other name, and the audit log records it.
-        self.actor = actor or LOCAL_ADMIN
+        self.actor = self._default_actor = actor or LOCAL_ADMIN
         self.role = ""
         self.model = model or MetricsModel(stale_after_s=stale_after_s)
         self.stale_after_s = stale_after_s
@@ -123,24 +125,37 @@ class EngineClient(QObject):
         url: str,
         token: str | None = None,
         *,
+        login: NatsLogin | None = None,
         user: str | None = None,
         password: str | None = None,
         nkey_seed: str | None = None,
         timeout: float = 5.0,
     ) -> None:
-        """Connect to NATS at ``url`` and subscribe to ``metrics.>``.
+        """Connect to NATS at ``url`` (comma-separated URLs: a cluster) and subscribe to
+        ``metrics.>`` and ``alerts.>``.
 
-        Sign in with a ``token``, or as ``user`` with a ``password`` or an ``nkey_seed`` (an
-        nkey user names itself with ``user`` too: the control subjects carry the name). Then
-        asks the engine who that is (``identity_changed``). Reconnects forever once connected;
-        a first connection that fails raises ``EngineUnreachable``.
+        ``login``: how to log in (token, user and password, nkey, creds file, TLS CA); a bare
+        ``token`` is the local stack's shorthand, and ``user`` with a ``password`` or an
+        ``nkey_seed`` the same as a login of those. An nkey user names itself with ``user``
+        too: the control subjects carry the name. Then asks the engine who that is
+        (``identity_changed``). Reconnects forever once connected; a first connection that
+        fails raises ``EngineUnreachable`` saying why in words (refused, auth failed, timeout,
+        name not found, TLS).
         """
-        if user:
-            self.actor = user
         if self._nc is not None:
             raise RuntimeError("already connected; close() first")
+        if login is None:
+            login = NatsLogin(
+                token=token or "",
+                user=user or "",
+                password=password or "",
+                nkey_seed=nkey_seed or "",
+            )
+        options = login.connect_options()
+        self.actor = login.user or self._default_actor
         self.url = url
         self._set_state(CONNECTING)
+        first_errors: list[BaseException] = []
 
         async def on_disconnected() -> None:
             if self._nc is not None and not self._nc.is_closed:
@@ -153,17 +168,16 @@ class EngineClient(QObject):
             self._set_state(DISCONNECTED)
 
         async def on_error(exc: Exception) -> None:
-            log.debug("NATS error: %s", exc)
+            if self._state == CONNECTING:
+                first_errors.append(exc)  # why the first connection fails, for the words
+            log.debug("NATS error: %s", type(exc).__name__)
             if "permissions violation" in str(exc).lower():
                 self._violations.append(str(exc))
 
         try:
             self._nc = await nats.connect(
                 servers=[s.strip() for s in url.split(",") if s.strip()],
-                token=token or None,
-                user=user if user and not nkey_seed else None,
-                password=password if user and not nkey_seed else None,
-                nkeys_seed_str=nkey_seed or None,
+                **options,
                 inbox_prefix=inbox_prefix(self.actor),
                 name=f"campaign-console ({self.actor})",
                 connect_timeout=max(1, round(timeout)),
@@ -177,10 +191,10 @@ class EngineClient(QObject):
                 closed_cb=on_closed,
                 error_cb=on_error,
             )
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
+        except (TimeoutError, nats.errors.Error, OSError, ValueError) as exc:
             self._nc = None
             self._set_state(DISCONNECTED)
-            raise EngineUnreachable(_unreachable_words(url, exc)) from exc
+            raise EngineUnreachable(unreachable_words(url, exc, first_errors, timeout)) from exc
         # Once connected, an operations console keeps trying to get back: never give up.
         self._nc.options["max_reconnect_attempts"] = -1
         self._sub = await self._nc.subscribe("metrics.>", cb=self._on_metrics)
@@ -230,6 +244,20 @@ class EngineClient(QObject):
             with contextlib.suppress(Exception):
                 await nc.close()
         self._set_state(DISCONNECTED)
+
+    def forget_engines(self) -> None:
+        """Forget every node, metric and alert seen (after ``close()``, before connecting to
+        other engines), so nothing of the old connection shows beside the new one."""
+        if self._nc is not None:
+            raise RuntimeError("still connected; close() first")
+        self.model.clear()
+        self._last_seen.clear()
+        self._stale.clear()
+        self._alerts.clear()
+        self._control_node = None
+        self.url = ""
+        self.nodes_changed.emit([])
+        self.alerts_changed.emit()
 
     def _set_state(self, state: str) -> None:
         if state != self._state:
@@ -431,9 +459,3 @@ class EngineClient(QObject):
             return_exceptions=True,
         )
         return dict(zip(targets, results, strict=True))
-
-
-def _unreachable_words(url: str, exc: BaseException) -> str:
-    if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
-        return f"NATS at {url} refused the console's credentials (authorization violation)."
-    return f"Cannot reach NATS at {url}: {exc or type(exc).__name__}."

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import qtawesome as qta
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QPushButton,
     QSizePolicy,
     QStackedWidget,
@@ -38,9 +40,12 @@ from PySide6.QtWidgets import (
 from console import pages as page_registry
 from console.alerts import ACTIONS, AlertNotifier, banner_words, most_urgent, severity
 from console.client import CONNECTED, CONNECTING, RECONNECTING, EngineClient
-from console.errors import describe
+from console.connection import LOCAL_TITLE, Target
+from console.connection_dialog import LOCAL_KEY, ConnectionDialog
+from console.errors import ConsoleError, describe
 from console.metrics_model import Metric
 from console.operations import Operation
+from console.profiles import ProfileStore, read_secret
 from widgets import theme
 from widgets.banner import AlertBanner
 from widgets.confirm import ConfirmImpactDialog
@@ -157,6 +162,13 @@ class TopBar(QFrame):
         self._logo = QLabel()
         self._target = QLabel("Not connected")
         self._target.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.connection_button = QToolButton()
+        self.connection_button.setAutoRaise(True)
+        self.connection_button.setToolTip("Switch connection: the local stack or a saved profile")
+        self.connection_button.setAccessibleName("Switch connection")
+        self.connection_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.connection_menu = QMenu(self.connection_button)
+        self.connection_button.setMenu(self.connection_menu)
         self.pills: dict[str, StatusPill] = {
             "nats": StatusPill(Status.UNKNOWN, "NATS"),
             "nodes": StatusPill(Status.UNKNOWN, "Engine"),
@@ -185,6 +197,7 @@ class TopBar(QFrame):
         layout.setSpacing(8)
         layout.addWidget(self._logo)
         layout.addWidget(self._target)
+        layout.addWidget(self.connection_button)
         layout.addSpacing(12)
         for pill in self.pills.values():
             layout.addWidget(pill)
@@ -249,10 +262,10 @@ class TopBar(QFrame):
             theme.icon_pixmap("mdi6.email-fast-outline", theme.text_color(palette), size)
         )
         self._target.setFont(theme.scaled_font(self.font(), 1.05))
+        ink = theme.text_color(palette)
+        self.connection_button.setIcon(theme.icon("mdi6.swap-horizontal", ink))
         self._person_icon.setPixmap(
-            theme.icon_pixmap(
-                "mdi6.account-circle-outline", theme.text_color(palette), round(size * 0.8)
-            )
+            theme.icon_pixmap("mdi6.account-circle-outline", ink, round(size * 0.8))
         )
 
     def changeEvent(self, event: Any) -> None:
@@ -330,6 +343,7 @@ class MainWindow(QMainWindow):
 
     close_requested = Signal()
     page_changed = Signal(str)
+    connection_requested = Signal(object)
 
     def __init__(
         self,
@@ -337,10 +351,18 @@ class MainWindow(QMainWindow):
         *,
         target: str = "Local stack",
         target_detail: str = "",
+        profiles: ProfileStore | None = None,
+        data_dir: Path | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.client = client
+        self.profiles = profiles
+        """The saved connection profiles (None: the user's default file, read when needed)."""
+        self.data_dir = data_dir
+        self.connected_profile: str | None = LOCAL_KEY if target == LOCAL_TITLE else None
+        """The profile connected now (``LOCAL_KEY``: the local stack; None: a bare URL)."""
+        self._connections: ConnectionDialog | None = None
         self.setWindowTitle("Campaign Console")
         self.setWindowIcon(qta.icon("mdi6.email-fast-outline", color="#2563eb"))
         self._pages: dict[str, QWidget] = {}
@@ -362,6 +384,7 @@ class MainWindow(QMainWindow):
         if client.role:
             self.top_bar.set_identity(client.actor, client.role)
         client.identity_changed.connect(self.top_bar.set_identity)
+        self.top_bar.connection_menu.aboutToShow.connect(self._fill_connection_menu)
         self.banner = AlertBanner()
         self.banner.dismissed.connect(self._on_alert_dismissed)
         self.banner.action_triggered.connect(self._on_alert_action)
@@ -402,7 +425,8 @@ class MainWindow(QMainWindow):
         outer.addLayout(body, 1)
         self.setCentralWidget(central)
         self.notifier = AlertNotifier(client, central)
-        self._alert_pages: dict[str, str] = {}
+        self._alert_pages: dict[str, tuple[str, str]] = {}
+        """Banner key -> (the page its button opens, the route the alert is about)."""
         # Offscreen and some platforms warn when a shown window's minimum size changes later
         # (a page built on first visit); the window's size is the user's anyway.
         for layout in (self.layout(), outer):
@@ -411,6 +435,8 @@ class MainWindow(QMainWindow):
 
         close = QShortcut(QKeySequence(QKeySequence.StandardKey.Quit), self)
         close.activated.connect(self.close)
+        connections = QShortcut(QKeySequence("Ctrl+Shift+O"), self)
+        connections.activated.connect(self.open_connections)
         palette_shortcut = QShortcut(QKeySequence("Ctrl+K"), self)
         palette_shortcut.activated.connect(self.open_palette)
         self._palette: CommandPalette | None = None
@@ -500,6 +526,7 @@ class MainWindow(QMainWindow):
             for spec in self._page_specs.values()
         ]
         commands.append(("page:settings", "Alert rules\u2026", "mdi6.bell-cog-outline"))
+        commands.append(("connections", "Switch connection\u2026", "mdi6.swap-horizontal"))
         if self._pause_verb is not None and self.sending_control is None:
             commands.append(("pause", "Pause all sending\u2026", "mdi6.pause-octagon-outline"))
         elif self._pause_verb is not None:
@@ -516,6 +543,8 @@ class MainWindow(QMainWindow):
             self.show_page(key.removeprefix("page:"))
         elif key == "pause":
             self._ask_pause()
+        elif key == "connections":
+            self.open_connections()
 
     def open_workflow(self, name: str) -> None:
         """Show workflow ``name`` on the Workflows page (or say the page is not built yet)."""
@@ -536,6 +565,93 @@ class MainWindow(QMainWindow):
     def show_progress(self, text: str) -> None:
         """Startup progress ("Starting NATS…"), shown in the message area."""
         self.messages.show_message(text, "info", timeout_ms=4000)
+
+    # ---------------------------------------------------------------- switching connection
+
+    def profile_store(self) -> ProfileStore:
+        if self.profiles is None:
+            self.profiles = ProfileStore()
+        return self.profiles
+
+    def _fill_connection_menu(self) -> None:
+        menu = self.top_bar.connection_menu
+        menu.clear()
+        ink = theme.text_color(self.palette())
+        local = menu.addAction(theme.icon("mdi6.laptop", ink), LOCAL_TITLE)
+        local.setCheckable(True)
+        local.setChecked(self.connected_profile == LOCAL_KEY)
+        local.triggered.connect(lambda: self.connection_requested.emit(Target.local()))
+        try:
+            names = self.profile_store().names()
+        except ConsoleError as exc:
+            names = []
+            self.show_message(describe(exc))
+        for name in names:
+            action = menu.addAction(theme.icon("mdi6.server-network", ink), name)
+            action.setCheckable(True)
+            action.setChecked(self.connected_profile == name)
+            action.triggered.connect(lambda _checked=False, n=name: self.connect_profile(n))
+        menu.addSeparator()
+        manage = menu.addAction(theme.icon("mdi6.cog-outline", ink), "Manage connections\u2026")
+        manage.setShortcut(QKeySequence("Ctrl+Shift+O"))
+        manage.triggered.connect(self.open_connections)
+
+    def connect_profile(self, name: str) -> Target | None:
+        """Ask to connect to the saved profile ``name`` (its secret read from the keyring)."""
+        try:
+            profile = self.profile_store().get(name)
+            secret = read_secret(profile.name) if profile.needs_secret else ""
+            target = Target.of_profile(profile, secret)
+        except ConsoleError as exc:
+            self.show_message(describe(exc))
+            return None
+        self.connection_requested.emit(target)
+        return target
+
+    def open_connections(self) -> ConnectionDialog:
+        """The connection chooser (Ctrl+Shift+O): local stack or profiles; add, edit, test."""
+        dialog = ConnectionDialog(
+            self.profile_store(),
+            current=self.connected_profile,
+            data_dir=self.data_dir,
+            parent=self,
+        )
+        dialog.connect_requested.connect(self.connection_requested)
+        dialog.finished.connect(dialog.deleteLater)
+        self._connections = dialog
+        dialog.open()
+        return dialog
+
+    def forget_engines(self, target: object = None) -> None:
+        """Drop what the pages show of the old engines (the console is switching connection).
+
+        Built pages are thrown away and the current one is built anew on the new connection:
+        a page never mixes two clusters' queues, audit rows or charts.
+        """
+        title = getattr(target, "title", "")
+        if title:
+            self.top_bar.set_target(title, "connecting\u2026")
+            self.connected_profile = getattr(target, "profile", "") or (
+                LOCAL_KEY if getattr(target, "is_local", False) else None
+            )
+        for key, page in list(self._pages.items()):
+            _call_hook(page, "page_hidden")
+            page.setParent(None)
+            page.deleteLater()
+            del self._pages[key]
+        self._verbs_known = False
+        self._pause_verb = self._resume_verb = None
+        self.sending_control = None
+        self._sending_timer.stop()
+        self.top_bar.set_pause_available(False)
+        self.top_bar.set_sending_paused(None)
+        self._alert_pages.clear()
+        self._dismissed_alert = ""
+        self.banner.clear()
+        current, self._current_key = self._current_key, None
+        if current is not None:
+            self._show_page(current)
+        self.refresh_health()
 
     # ---------------------------------------------------------------- connection & health
 
@@ -655,7 +771,8 @@ class MainWindow(QMainWindow):
                 key, status = f"alert:{top.get('id')}", severity(top)
                 text, tooltip = banner_words(alerts)
                 action, page = ACTIONS.get(str(top.get("rule")), ("", ""))
-                self._alert_pages[key] = page
+                route = (top.get("labels") or {}).get("route")
+                self._alert_pages[key] = (page, str(route) if route else "")
         if not key:
             self._dismissed_alert = ""
             self.banner.clear()
@@ -671,9 +788,14 @@ class MainWindow(QMainWindow):
         self._dismissed_alert = key
 
     def _on_alert_action(self, key: str) -> None:
-        page = self._alert_pages.get(key)
-        if page:
-            self.show_page(page)
+        """The banner's button: open the page for the alert, with its route selected."""
+        page, route = self._alert_pages.get(key, ("", ""))
+        if not page:
+            return
+        widget = self.show_page(page)
+        show_route = getattr(widget, "show_route", None)
+        if route and callable(show_route):
+            show_route(route)
 
     # ---------------------------------------------------------------- pause all sending
 

@@ -406,6 +406,11 @@ class MetricsModel:
         self._all = self._new_node()
         self._key_cache: dict[str, tuple[str, dict[str, str]]] = {}
 
+    def clear(self) -> None:
+        """Forget every node and series (the console switched to other engines)."""
+        self._nodes = {}
+        self._all = self._new_node()
+
     def _new_node(self) -> _Node:
         return _Node(capacity=self._capacity, slow_capacity=self._slow_capacity)
 

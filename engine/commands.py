@@ -31,6 +31,11 @@ def _store(settings: Settings) -> Store:
     return store
 
 
+def open_migrated(settings: Settings) -> Store:
+    """The store, migrated, with the starter library in a fresh database."""
+    return _store(settings)
+
+
 def migrate(settings: Settings) -> int:
     store = _store(settings)
     store.dispose()
@@ -317,9 +322,26 @@ def contact_row(record: dict[str, Any], where: str, now: float) -> dict[str, Any
 
 
 def import_contacts(store: Store, path: Path) -> int:
-    """Upsert contacts from JSON lines or CSV; validates everything before writing anything."""
+    """Upsert contacts from JSON lines or CSV; validates everything before writing anything.
+
+    A record's ``consent`` is applied per purpose (a newer statement already in effect wins)
+    and kept in the consent history with method ``import`` and source ``import FILE``; the
+    segments that read consent are re-evaluated for those contacts."""
+    from engine.consent import ConsentChange, imported_changes, record_changes
+
     now = time.time()
-    rows = [contact_row(rec, f"{path}:{line}", now) for line, rec in _read_records(path)]
+    rows: list[dict[str, Any]] = []
+    consent: dict[str, list[ConsentChange]] = {}
+    for line, rec in _read_records(path):
+        where = f"{path}:{line}"
+        row = contact_row(rec, where, now)
+        try:
+            stated = imported_changes(rec.get("consent"), where, now, f"import {path.name}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        row["consent"] = {c.purpose: c.entry() for c in stated}
+        consent.setdefault(row["id"], []).extend(stated)
+        rows.append(row)
     started = time.monotonic()
     done = 0
     stmt = store.upsert(
@@ -330,8 +352,22 @@ def import_contacts(store: Store, path: Path) -> int:
             conn.execute(stmt, chunk)
             done += len(chunk)
             _progress("contacts", done, started)
+        changed = record_changes(conn, consent, now)
+        if changed:
+            _refresh_consent_segments(store, conn, changed, now)
     _progress("contacts", done, started, final=True)
+    if changed:
+        print(f"consent: changed for {len(changed):,} contact(s)", file=sys.stderr)
     return done
+
+
+def _refresh_consent_segments(store: Store, conn: Any, contact_ids: set[str], now: float) -> None:
+    from engine.segments.definitions import load_segments
+    from engine.segments.membership import SegmentIndex, refresh
+
+    index = SegmentIndex.build(load_segments(store))
+    if index.by_consent:
+        refresh(conn, index, {cid: index.by_consent for cid in contact_ids}, now)
 
 
 def import_suppressions(store: Store, path: Path) -> int:
@@ -382,12 +418,12 @@ def import_path(settings: Settings, path: Path) -> int:
                 f"{path}: found nothing to import (expected workflow .toml files, template folders "
                 "with template.toml, contacts.jsonl/.csv or suppressions.jsonl/.csv)"
             )
+        from engine.deliver.routes import known_routes
+
         if template_dirs:
-            n = import_templates(store, template_dirs, time.time())
+            n = import_templates(store, template_dirs, time.time(), routes=known_routes(settings))
             print(f"templates: {n} imported")
         if workflow_files:
-            from engine.deliver.routes import known_routes
-
             n = import_workflows(store, workflow_files, time.time(), routes=known_routes(settings))
             print(f"workflows: {n} imported")
         for f in data_files:

@@ -36,6 +36,9 @@ class EngineSettings:
     activity_days: float = 90.0  # recent activity kept for triggers, waits and windows
     # Separate deliver processes this node starts (role "all" only); 0: deliver in-process.
     deliver_processes: int = 0
+    # The engine's event loop: "uvloop" (the default; where installed, not on Windows) or
+    # "asyncio" (the standard loop: to compare, or to rule the loop out when hunting a bug).
+    event_loop: str = "uvloop"
 
 
 @dataclass
@@ -115,6 +118,11 @@ class DeliverySettings:
     pause_window: float = 60.0
     pause_min_sample: int = 20
     pause_recheck: float = 10.0
+    # Cluster-wide limits (docs/routes.md): deliver nodes announce themselves on NATS every
+    # presence_interval seconds; one not heard from for presence_ttl seconds is dropped and
+    # the others take over its share of each route's limits.
+    presence_interval: float = 1.0
+    presence_ttl: float = 3.0
 
 
 @dataclass
@@ -228,6 +236,36 @@ class AlertSettings:
 
 
 @dataclass
+class CapSettings:
+    """Frequency caps on marketing mail per contact (docs/caps.md); 0: no cap.
+
+    Counted per calendar day and per ISO week (Monday to Sunday) in the contact's own timezone,
+    on the day a mail is planned to go out. Transactional mail is never capped nor counted.
+    """
+
+    per_day: int = 0
+    per_week: int = 0
+
+
+@dataclass
+class QuietSettings:
+    """Quiet hours, ``[quiet]`` (docs/caps.md): marketing sends planned inside ``hours`` of
+    the contact's local time wait until the window ends; never dropped. Empty: no quiet hours.
+    A workflow may set its own (``quiet_hours = "22:00-07:00"`` or ``"none"``)."""
+
+    hours: str = ""  # e.g. "21:00-08:00"
+    timezone: str = "UTC"  # for contacts whose timezone is not known
+
+
+@dataclass
+class TrackingSettings:
+    """Open and click tracking (docs/experiments.md); off by default for privacy."""
+
+    opens: bool = False  # a 1x1 image in each mail: opens become Email Opened
+    clicks: bool = False  # links go through a signed redirect: clicks become Email Link Clicked
+
+
+@dataclass
 class Settings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -247,8 +285,14 @@ class Settings:
     # is (file: or keyring:), never the key itself. Empty: mail is not signed.
     dkim: dict[str, dict[str, str]] = field(default_factory=dict)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    caps: CapSettings = field(default_factory=CapSettings)
+    quiet: QuietSettings = field(default_factory=QuietSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
     # Per-workflow parameter overrides: {"abandoned-cart": {"delay": "10m"}}
     workflows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Personalized offers any workflow's send step may name (docs/offers.md):
+    # {"welcome10": {"kind": "generated", "prefix": "SAVE", "value": "10%", "rules": [...]}}
+    offers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def data_path(self) -> Path:
@@ -386,6 +430,9 @@ def _apply(settings: Settings, data: dict[str, Any], source: str) -> None:
         if section == "dkim":
             _apply_dkim(settings, values, source)
             continue
+        if section == "offers":
+            _apply_offers(settings, values, source)
+            continue
         target = getattr(settings, section, None)
         if target is None or not dataclasses.is_dataclass(target):
             raise ConfigError(f"{source}: unknown section [{section}]")
@@ -396,6 +443,16 @@ def _apply(settings: Settings, data: dict[str, Any], source: str) -> None:
             if key not in names:
                 raise ConfigError(f"{source}: unknown setting {section}.{key}")
             setattr(target, key, _coerce(section, key, getattr(target, key), raw))
+
+
+def _apply_offers(settings: Settings, values: Any, source: str) -> None:
+    from engine.offers.model import parse_offers
+
+    try:
+        parse_offers(values)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+    settings.offers.update(values)
 
 
 DKIM_KEYS = frozenset({"selector", "key"})
@@ -446,7 +503,7 @@ def load_settings(
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
-        if not key or section in ("workflows", "dkim"):
+        if not key or section in ("workflows", "dkim", "offers"):
             continue
         env_data.setdefault(section, {})[key] = value
     if "routes" in env_data:
@@ -471,6 +528,10 @@ def validate(settings: Settings) -> None:
     if not 0 <= settings.engine.deliver_processes <= 16:
         raise ConfigError(
             f"engine.deliver_processes: expected 0 to 16, got {settings.engine.deliver_processes}"
+        )
+    if settings.engine.event_loop not in {"uvloop", "asyncio"}:
+        raise ConfigError(
+            f"engine.event_loop: expected uvloop or asyncio, got {settings.engine.event_loop!r}"
         )
     if settings.engine.role not in {"all", "decide", "deliver", "http"}:
         raise ConfigError(
@@ -503,6 +564,7 @@ def validate(settings: Settings) -> None:
             "feedback: imap_interval and imap_timeout must be positive, imap_batch at least 1"
         )
     validate_alerts(settings.alerts)
+    validate_pacing(settings)
     if settings.smtp.url and not settings.smtp.url.startswith(("smtp://", "smtps://")):
         raise ConfigError(
             f"smtp.url: expected smtp://HOST:PORT or smtps://HOST:PORT, got {settings.smtp.url!r}"
@@ -538,6 +600,26 @@ def validate_alerts(alerts: AlertSettings) -> None:
             raise ConfigError(f"alerts.{name}: expected 0 or more seconds, got {value!r}")
     if alerts.recent < 1:
         raise ConfigError(f"alerts.recent: expected 1 or more, got {alerts.recent!r}")
+
+
+def validate_pacing(settings: Settings) -> None:
+    """Caps and quiet hours in range, with the setting's name in the error."""
+    from engine.pacing.quiet import QuietHours, zone_named
+
+    for name in ("per_day", "per_week"):
+        value = getattr(settings.caps, name)
+        if value < 0:
+            raise ConfigError(f"caps.{name}: expected 0 (no cap) or more mails, got {value!r}")
+    if settings.quiet.hours:
+        try:
+            QuietHours.parse(settings.quiet.hours)
+        except ValueError as exc:
+            raise ConfigError(f"quiet.hours: {exc}") from None
+    if zone_named(settings.quiet.timezone) is None:
+        raise ConfigError(
+            f"quiet.timezone: not an IANA timezone name: {settings.quiet.timezone!r}"
+            " (e.g. Europe/Berlin, America/New_York, UTC)"
+        )
 
 
 def parse_hostport(value: str, name: str = "address") -> tuple[str, int]:

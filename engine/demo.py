@@ -22,7 +22,9 @@ Added``, ``Product Removed``, ``Cart Viewed``, ``Checkout Started``, ``Order Com
 carts are abandoned. Orders are later followed by ``Order Shipped`` and ``Order Delivered``.
 Prospects browse anonymously and some sign up (``Signed Up`` then ``identify``); registered
 shoppers log in (``identify`` with both ``userId`` and ``anonymousId``) and come back for their
-carts. Page views are ``page`` events; every event carries a ``context`` with ``ip`` (documentation
+carts. Logged-in shoppers now and then answer the app's location prompt (``Consent Updated``,
+purpose ``location``) and, with consent, walk past a store (``Geofence Entered``). Page views
+are ``page`` events; every event carries a ``context`` with ``ip`` (documentation
 ranges), ``userAgent``, ``timezone`` and ``library.name == "campaign-demo"``.
 """
 
@@ -338,6 +340,10 @@ _SHIPPING_FEE: Final = 6.95
 _SIGNUP_EPOCH: Final = 1_640_995_200  # 2022-01-01T00:00:00Z; sign-up dates of existing customers
 
 
+# The shop's bricks-and-mortar stores, for ``Geofence Entered`` (the store-nearby workflow).
+STORES = (("s-01", "Harbour Street"), ("s-02", "Old Town"), ("s-03", "Riverside Mall"))
+
+
 @dataclass(slots=True)
 class Shopper:
     """One simulated person. Mutable: sessions change login state, carts and sign-ups."""
@@ -360,6 +366,8 @@ class Shopper:
     cart_id: str = ""
     cart: list[tuple[Product, int]] = field(default_factory=list)
     orders: int = 0
+    location_consent: bool = False
+    """Has allowed the app to use their location (``Consent Updated`` purpose location)."""
 
     def traits(self) -> dict[str, Any]:
         """The shopper's identify traits."""
@@ -636,6 +644,8 @@ class DemoShop:
         shopper.logged_in = shopper.registered and rng.random() < 0.7
         if shopper.logged_in and (not shopper.identified or rng.random() < 0.15):
             yield self._identify(shopper)
+        if shopper.logged_in:
+            yield from self._location(shopper)
 
         # Landing.
         product: Product = rng.choice(self.products)
@@ -754,6 +764,29 @@ class DemoShop:
                 yield from self._checkout(shopper)
                 return
         return
+
+    def _location(self, shopper: Shopper) -> Iterator[SegmentEvent]:
+        """The app asks for location consent now and then (most say yes, some take it back);
+        shoppers who gave it sometimes walk past a store (``Geofence Entered``)."""
+        rng = self._rng
+        if rng.random() < 0.05:
+            granted = not shopper.location_consent or rng.random() < 0.3
+            shopper.location_consent = granted and rng.random() < 0.8
+            props = {
+                "purpose": "location",
+                "granted": shopper.location_consent,
+                "method": "app_prompt",
+                "source": rng.choice(("ios", "android")),
+            }
+            yield self._track(shopper, "Consent Updated", props)
+        if shopper.location_consent and rng.random() < 0.1:
+            store_id, store_name = rng.choice(STORES)
+            props = {
+                "store_id": store_id,
+                "store_name": store_name,
+                "distance_m": rng.randint(20, 700),
+            }
+            yield self._track(shopper, "Geofence Entered", props)
 
     def _add_to_cart(self, shopper: Shopper, product: Product, quantity: int) -> SegmentEvent:
         if not shopper.cart_id:

@@ -6,8 +6,8 @@ Importing a changed template or workflow adds a new version; unchanged ones are 
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from engine.config import Settings
 from engine.decide import WorkflowRegistry
 from engine.decide.registry import load_stored_workflows
 from engine.decide.workflow import Workflow, load_workflow_file
-from engine.errors import WorkflowInvalid
+from engine.errors import TemplateInvalid, WorkflowInvalid
 from engine.render import Renderer, TemplateSource, read_template
 from engine.store import Store, schema
 
@@ -34,6 +34,15 @@ class Library:
 
     renderer: Renderer
     workflows: WorkflowRegistry
+    template_routes: Mapping[str, str] = field(default_factory=dict)  # template id -> route
+
+    def set_template_route(self, template_id: str, route: str | None) -> None:
+        """A template's newest version names this route (None: none): decide uses it now."""
+        routes = {k: v for k, v in self.template_routes.items() if k != template_id}
+        if route:
+            routes[template_id] = route
+        self.template_routes = routes
+        self.workflows.set_template_routes(routes)
 
 
 def _latest(conn: sa.Connection, table: sa.Table) -> list[dict[str, Any]]:
@@ -59,6 +68,7 @@ def _template_row(src: TemplateSource, version: int, source: str, now: float) ->
         "text": src.text,
         "from_address": src.from_address,
         "preheader": src.preheader,
+        "route": src.route,
         "source": source,
         "created_at": now,
     }
@@ -75,15 +85,28 @@ def _source_from_row(row: dict[str, Any]) -> TemplateSource:
         text=row["text"],
         from_address=row["from_address"],
         preheader=row["preheader"],
+        route=row["route"],
     )
 
 
-_CONTENT = ("name", "subject", "body", "format", "text", "from_address", "preheader")
+_CONTENT = ("name", "subject", "body", "format", "text", "from_address", "preheader", "route")
 
 
-def import_templates(store: Store, dirs: list[Path], now: float) -> int:
-    """Add each template (a new version when its content changed); returns how many were added."""
+def import_templates(
+    store: Store, dirs: list[Path], now: float, *, routes: Collection[str] | None = None
+) -> int:
+    """Add each template (a new version when its content changed); returns how many were added.
+
+    ``routes``: the configured route names; a template naming another one is refused
+    (TemplateInvalid) before anything is written.
+    """
     sources = [read_template(directory) for directory in dirs]
+    if routes is not None:
+        from engine.deliver.routes import unknown_template_routes
+
+        problems = unknown_template_routes(sources, routes)
+        if problems:
+            raise TemplateInvalid("; ".join(problems))
     # Compile everything first: a broken template must not land half an import.
     Renderer(sources)
     added = 0
@@ -159,7 +182,16 @@ def load_library(store: Store, settings: Settings) -> Library:
     renderer = Renderer(_source_from_row(r) for r in template_rows)
     # Every version: enrollments continue on the version they entered with.
     workflows = load_stored_workflows(store, overrides=settings.workflows)
-    return Library(renderer=renderer, workflows=WorkflowRegistry(workflows))
+    from engine.offers.keys import offer_book
+    from engine.pacing.policy import Pacing
+
+    pacing = Pacing.from_settings(settings)
+    # A send step that names no route takes its template's (the newest version's) route.
+    template_routes = {r["id"]: r["route"] for r in template_rows if r["route"]}
+    registry = WorkflowRegistry(
+        workflows, offer_book(settings), pacing=pacing, template_routes=template_routes
+    )
+    return Library(renderer=renderer, workflows=registry, template_routes=template_routes)
 
 
 def export_templates(store: Store, directory: Path) -> int:
@@ -183,6 +215,8 @@ def export_templates(store: Store, directory: Path) -> int:
             meta["from"] = row["from_address"]
         if row["preheader"]:
             meta["preheader"] = row["preheader"]
+        if row["route"]:
+            meta["route"] = row["route"]
         from engine.commands import to_toml
 
         (folder / "template.toml").write_text(to_toml(meta), encoding="utf-8")

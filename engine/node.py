@@ -32,6 +32,7 @@ from engine.errors import ConfigError
 from engine.natsserver import NatsServer, NatsUser
 from engine.store import Store, open_store
 from engine.telemetry import Telemetry
+from engine.tracking import TrackingLinks
 from engine.unsubscribe import UnsubscribeTokens, load_or_create_secret
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,12 @@ SERVICE_SECRET = "nats-engine.secret"
 """The local stack's password for the engines' own NATS user (mode 0600)."""
 ADMIN_SECRET = "nats-admin.secret"
 """The local stack's password for its generated admin user (mode 0600)."""
+
+
+def shop_context(settings: Settings) -> dict[str, Any]:
+    """The render context's ``shop`` (name, url, postal address) from the ``[shop]`` settings."""
+    shop = settings.shop
+    return {"name": shop.name, "url": shop.url, "address": shop.address}
 
 
 @dataclass
@@ -257,6 +264,7 @@ class Node:
         self.components["segment_builder"] = builder
 
         tokens = UnsubscribeTokens(load_or_create_secret(self.data_dir / "unsubscribe.key"))
+        self.components["tokens"] = tokens
         host, port = parse_hostport(settings.http.listen, "http.listen")
         public_url = settings.http.public_url.rstrip("/")
         role = settings.engine.role
@@ -291,6 +299,12 @@ class Node:
                 health=self.health,
                 tokens=tokens,
                 feedback=feedback,
+                tracking=TrackingLinks.from_settings(
+                    tokens,
+                    public_url,
+                    opens=settings.tracking.opens,
+                    clicks=settings.tracking.clicks,
+                ),
             )
             # Bound first so unsubscribe links carry the real port; stopped first in stop().
             bound_host, bound_port = await http.start(host, port)
@@ -326,6 +340,9 @@ class Node:
                 timeout=settings.smtp.timeout,
             )
 
+        # What previews and test sends use (engine/authoring): the same as the deliver stage.
+        self.components["relay"] = relay
+        self.components["public_url"] = public_url or self.http_url or f"http://{host}:{port}"
         delivery = None
         spawn = settings.engine.deliver_processes if role == "all" else 0
         if spawn:
@@ -348,11 +365,20 @@ class Node:
             self.components["deliver_processes"] = children
         elif role in ("all", "deliver"):
             from engine.deliver.credentials import load_password
-            from engine.deliver.routes import known_routes, route_specs, unknown_routes
+            from engine.deliver.routes import (
+                known_routes,
+                route_specs,
+                unknown_routes,
+                unknown_template_routes,
+            )
 
             # Passwords come from the OS keyring (blocking: D-Bus on Linux), never from files.
             specs = await asyncio.to_thread(route_specs, settings, relay, load_password)
-            for problem in unknown_routes(library.workflows.active(), known_routes(settings)):
+            known = known_routes(settings)
+            for problem in [
+                *unknown_routes(library.workflows.active(), known),
+                *unknown_template_routes(library.template_routes, known),
+            ]:
                 log.warning("%s: its intents will fail until the route is configured", problem)
             delivery = DeliveryService(
                 store=self.store,
@@ -362,10 +388,27 @@ class Node:
                 clock=self.clock,
                 node=node,
                 tokens=tokens,
-                public_url=public_url or self.http_url or f"http://{host}:{port}",
+                public_url=self.components["public_url"],
                 relay=relay,
                 routes=specs,
+                shop=shop_context(settings),
             )
+            # Route limits hold cluster-wide: this node takes its share among the deliver nodes
+            # it hears on NATS. Started first (held until it knows its share) and stopped
+            # after delivery, so its "bye" comes once it sends no more.
+            from engine.deliver.presence import DeliverPresence
+
+            presence = DeliverPresence(
+                self.nc,
+                member=delivery.owner,
+                routes=delivery.route_fingerprints,
+                on_change=delivery.set_route_shares,
+                interval=delivery.tuning.presence_interval,
+                ttl=delivery.tuning.presence_ttl,
+            )
+            await presence.start()
+            self._stack.push_async_callback(presence.stop)
+            self.components["presence"] = presence
             await delivery.start()
             self._stack.push_async_callback(delivery.stop)
             self.components["delivery"] = delivery
@@ -383,8 +426,17 @@ class Node:
             on_intents = ReadyAnnouncer(self.nc)
 
         if role in ("all", "decide"):
+            from engine.catalog.fanout import FanoutService
             from engine.decide import DecideWorker, TimerService
 
+            fanout = FanoutService(
+                store=self.store,
+                clock=self.clock,
+                telemetry=self.telemetry,
+                node=node,
+                workflows=library.workflows,
+                on_intents=on_intents,
+            )
             timers = TimerService(
                 store=self.store,
                 clock=self.clock,
@@ -404,13 +456,31 @@ class Node:
                 on_intents=on_intents,
                 on_timer=timers.poke,
                 segments=segments,
+                on_fanout=fanout.poke,
+                urgent=None if delivery is None else lambda: delivery.awaiting_replies,
             )
+            await fanout.start()
+            self._stack.push_async_callback(fanout.stop)
             await timers.start()
             self._stack.push_async_callback(timers.stop)
             await decide.start()
             self._stack.push_async_callback(decide.stop)
             self.components["decide"] = decide
             self.components["timers"] = timers
+            from engine.broadcasts import BroadcastService
+
+            broadcasts = BroadcastService(
+                store=self.store,
+                clock=self.clock,
+                telemetry=self.telemetry,
+                node=node,
+                pacing=library.workflows.pacing,
+                on_intents=on_intents,
+            )
+            await broadcasts.start()
+            self._stack.push_async_callback(broadcasts.stop)
+            self.components["broadcasts"] = broadcasts
+            self.components["catalog_fanout"] = fanout
 
         # Alerts after the stages (their telemetry exists) and before the control API serves
         # alerts.*; stopped before the stages so a shutdown does not read as an outage.
@@ -432,9 +502,28 @@ class Node:
         from engine.operations import register_operations
 
         register_operations(control, self)
-        from engine.segment_operations import register_segment_operations
+        from engine.segment_operations import follow_segment_changes, register_segment_operations
 
         register_segment_operations(control, self)
+        # Saved segments go live on every node: each reloads on the notice (no restart).
+        self._stack.push_async_callback(await follow_segment_changes(self))
+        from engine.contact_operations import register_contact_operations
+
+        register_contact_operations(control, self)
+        from engine.authoring.operations import (
+            follow_template_changes,
+            register_template_operations,
+        )
+
+        register_template_operations(control, self)
+        # Saved templates go live on every node: each reloads on the notice (no restart).
+        self._stack.push_async_callback(await follow_template_changes(self))
+        from engine.broadcast_operations import register_broadcast_operations
+
+        register_broadcast_operations(control, self)
+        from engine.experiments.operations import register_experiment_operations
+
+        register_experiment_operations(control, self)
         await control.start()
         self._stack.push_async_callback(control.stop)
         self.components["control"] = control
@@ -456,6 +545,10 @@ class Node:
                 activity_days=settings.engine.activity_days,
             )
             self._tasks.append(asyncio.create_task(retention, name="retention"))
+            from engine.experiments.operations import run_auto_promotion
+
+            promotion = run_auto_promotion(self)
+            self._tasks.append(asyncio.create_task(promotion, name="experiment-promotion"))
         if self.nats_server is not None:
             Connection(
                 nats_url=self.nats_url,

@@ -313,3 +313,7 @@ def register_operations(control: ControlServer, node: Node) -> None:
     from engine.user_operations import register_user_operations
 
     register_user_operations(control, node)
+
+    from engine.offers.operations import register_offer_operations
+
+    register_offer_operations(control, node)

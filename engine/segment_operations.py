@@ -14,7 +14,15 @@
   ``value`` each atom looked at;
 - ``segments.history {segment, since?, bucket?}`` -> member count at the end of each bucket
   (default 1 h, at most 1,000 buckets) with the entries and exits in it;
-- ``segments.build_status {segment?}`` -> the builds this node ran or runs.
+- ``segments.build_status {segment?}`` -> the builds this node ran or runs;
+- ``segments.preview {text, limit?}`` -> a draft evaluated over the stored contacts without
+  saving: ``{text, members, scanned, total, complete, stopped, sample, at, seconds}``, bounded
+  (at most 50,000 contacts and about 3 s; ``complete`` false and ``stopped`` say so).
+
+A save goes live on the node that took it at once, and on every other node within a round
+trip: it publishes ``segments.changed`` (core NATS) and each node reloads the newest versions
+from the store (:func:`follow_segment_changes`), so decide everywhere evaluates the same
+definition. Only the saving node builds the membership over the stored contacts.
 
 Bad arguments and bad definitions are refused with a message naming the problem, and nothing
 changes.
@@ -23,9 +31,13 @@ changes.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
+from nats.aio.msg import Msg
 
 from engine.control import ControlError, ControlServer
 from engine.segments import definitions
@@ -33,12 +45,16 @@ from engine.segments.build import SegmentBuilder
 from engine.segments.evaluate import explain, holds
 from engine.segments.membership import SegmentRegistry, load_profiles
 from engine.segments.model import SEGMENT_ID, SegmentInvalid
+from engine.segments.preview import count_draft, parse_draft
 from engine.store import Store, schema
 
 if TYPE_CHECKING:
     from engine.node import Node
 
+log = logging.getLogger(__name__)
+
 _MAX_TEXT = 20_000
+CHANGED_SUBJECT = "segments.changed"
 
 
 def _check_keys(args: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -161,6 +177,11 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
             ) from exc
         segments.index = prepared.index
         status = builder().build(sid)
+        if node.nc is not None:
+            notice = {"segment": sid, "version": prepared.segment.version}
+            await node.nc.publish(
+                CHANGED_SUBJECT, orjson.dumps({**notice, "node": node.settings.engine.node})
+            )
         return {
             "id": sid,
             "name": name,
@@ -268,6 +289,19 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         sid = known(args) if "segment" in args else None
         return {"builds": builder().status(sid)}
 
+    async def segments_preview(args: dict[str, Any], actor: str) -> Any:
+        _check_keys(args, ("text", "limit"))
+        text = _text(args, "text", _MAX_TEXT)
+        limit = int(_number(args, "limit", 10, 0, 100))
+        index = registry().index
+        try:
+            condition = parse_draft(text, index)
+        except SegmentInvalid as exc:
+            raise ControlError(str(exc)) from exc
+        now = node.clock.now()
+        found = await asyncio.to_thread(count_draft, store(), index, condition, now, sample=limit)
+        return found.as_dict()
+
     for verb, handler in (
         ("segments.list", segments_list),
         ("segments.get", segments_get),
@@ -277,5 +311,60 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         ("segments.why", segments_why),
         ("segments.history", segments_history),
         ("segments.build_status", segments_build_status),
+        ("segments.preview", segments_preview),
     ):
         control.register(verb, handler)
+
+
+async def follow_segment_changes(node: Node) -> Callable[[], Awaitable[None]]:
+    """Subscribe to ``segments.changed``: on a notice from another node, reload every segment's
+    newest version from the store and swap the index as a whole (decide never sees half of
+    it). Notices that arrive during a reload are folded into one more reload.
+
+    Returns the coroutine function that unsubscribes (for the node's shutdown stack).
+    """
+    nc, store = node.nc, node.store
+    if nc is None or store is None:
+        raise ControlError("not connected to NATS and the store")
+    me = node.settings.engine.node
+    pending = asyncio.Event()
+    running = False
+
+    async def reload() -> None:
+        nonlocal running
+        running = True
+        try:
+            while pending.is_set():
+                pending.clear()
+                loaded = await asyncio.to_thread(definitions.load_segments, store)
+                registry = node.components.get("segments")
+                if isinstance(registry, SegmentRegistry):
+                    registry.replace(loaded)
+                    log.info("segments reloaded: %d live", len(loaded))
+        except (sa.exc.SQLAlchemyError, SegmentInvalid):
+            log.exception("could not reload the segments")
+        finally:
+            running = False
+
+    async def on_notice(msg: Msg) -> None:
+        try:
+            notice = orjson.loads(msg.data)
+            origin = str(notice["node"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("unreadable %s notice ignored", CHANGED_SUBJECT)
+            return
+        if origin == me:
+            return  # the saving node swapped its index already
+        pending.set()
+        if not running:
+            await reload()
+
+    sub = await nc.subscribe(CHANGED_SUBJECT, cb=on_notice)
+
+    async def stop() -> None:
+        try:
+            await sub.unsubscribe()
+        except Exception:  # the connection may already be closed
+            log.debug("unsubscribe failed", exc_info=True)
+
+    return stop

@@ -37,6 +37,10 @@ class UnsubscribeTokens:
             raise ValueError("the unsubscribe secret must be at least 16 bytes")
         self._secret = secret
 
+    def derived_key(self, label: bytes) -> bytes:
+        """A key for another purpose (tracking links), derived from the secret and a label."""
+        return hmac.new(self._secret, label, hashlib.sha256).digest()
+
     def make(self, contact_id: str, address: str) -> str:
         payload = orjson.dumps([contact_id, address.lower()])
         sig = hmac.new(self._secret, payload, hashlib.sha256).digest()[:_SIG_BYTES]

@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QFontMetricsF
 from PySide6.QtWidgets import QWidget
 
 from widgets import theme
@@ -63,6 +64,43 @@ def quantile(
     return float(lo[i] * (hi[i] / lo[i]) ** fraction)
 
 
+LABEL_GAP_PX = 4.0
+"""Room kept between a marker's label and its line, another label or another line."""
+
+
+def place_labels(xs: list[float], widths: list[float], span: float) -> list[tuple[bool, int]]:
+    """Where each marker label goes: (on the left of its line?, row from the top).
+
+    ``xs`` are the lines' pixel positions in increasing order, ``widths`` the labels' widths,
+    ``span`` the plot's width. A label sits right of its line unless it would run past the
+    plot's right edge or across the next line; then left, unless that crosses the previous
+    line too, when it takes the side that stays inside the plot. Labels that would still meet
+    one already placed go one row lower, so close percentiles (p95 49 ms, p99 51 ms) never
+    print over each other.
+    """
+    placed: list[tuple[float, float, int]] = []  # (left, right, row) of each label so far
+    out: list[tuple[bool, int]] = []
+    for i, (x, width) in enumerate(zip(xs, widths, strict=True)):
+        nxt = xs[i + 1] if i + 1 < len(xs) else math.inf
+        prev = xs[i - 1] if i > 0 else -math.inf
+        room_right = min(nxt, span) - x
+        room_left = x - max(prev, 0.0)
+        fits_right = room_right >= width + LABEL_GAP_PX
+        fits_left = room_left >= width + LABEL_GAP_PX
+        # Crowded both ways: stay inside the plot (on a lower row if labels would meet).
+        crowded_side = x + width + LABEL_GAP_PX > span
+        left = not fits_right if fits_right or fits_left else crowded_side
+        lo, hi = (x - width - LABEL_GAP_PX, x) if left else (x, x + width + LABEL_GAP_PX)
+        row = 0
+        while any(
+            row == r and lo < b + LABEL_GAP_PX and a < hi + LABEL_GAP_PX for a, b, r in placed
+        ):
+            row += 1
+        placed.append((lo, hi, row))
+        out.append((left, row))
+    return out
+
+
 class DurationLogAxis(pg.AxisItem):  # type: ignore[misc]
     """An axis whose values are log10(seconds), labelled as durations ("1 ms", "100 ms", "1 s")."""
 
@@ -106,6 +144,7 @@ class LatencyHistogram(pg.PlotWidget):  # type: ignore[misc]
         self._title = title
         self._bins_per_decade = bins_per_decade
         self._percentiles: dict[str, float] = {}
+        self._label_sides: dict[str, tuple[bool, int]] = {}
         self._total = 0.0
         item = self.getPlotItem()
         item.setMenuEnabled(False)
@@ -130,6 +169,8 @@ class LatencyHistogram(pg.PlotWidget):  # type: ignore[misc]
         # The lines only carry "p50"; the values ("p50 18 ms · p95 49 ms · p99 320 ms") are
         # the x axis label, where long titles or close percentiles cannot collide with them.
         self._summary = ""
+        # Label sides depend on pixel distances: lay them out again when the plot resizes.
+        item.getViewBox().sigResized.connect(lambda _box: self._place_labels())
         self._apply_fonts()
         self._apply_palette()
 
@@ -213,6 +254,7 @@ class LatencyHistogram(pg.PlotWidget):  # type: ignore[misc]
             line.setPos(math.log10(marked))
             line.label.setText(name)
             line.show()
+        self._place_labels()
         self._summary = self.summary_text()
         self._set_summary_label()
         total = format_count(self._total)
@@ -220,6 +262,43 @@ class LatencyHistogram(pg.PlotWidget):  # type: ignore[misc]
             f"{total} samples; "
             + ", ".join(f"{k} {format_duration(v)}" for k, v in self._percentiles.items())
         )
+
+    def _place_labels(self) -> None:
+        """Put the marker labels where they overlap neither each other nor other lines."""
+        box = self.getPlotItem().getViewBox()
+        (left, right), _y = box.viewRange()
+        width, height = float(box.width()), float(box.height())
+        shown = sorted(
+            (
+                (line.value(), name, line)
+                for name, line in self._markers.items()
+                if line.isVisible()
+            ),
+            key=lambda item: item[0],
+        )
+        if not shown or width <= 0 or right <= left:
+            return
+        metrics = QFontMetricsF(self._markers["p50"].label.textItem.font())
+        xs = [(value - left) / (right - left) * width for value, _n, _l in shown]
+        # The text item's box includes its document margins: measure that, not just the font.
+        boxes = [line.label.textItem.boundingRect() for _v, _n, line in shown]
+        widths = [
+            max(metrics.horizontalAdvance(name) + 6.0, box.width())
+            for (_v, name, _l), box in zip(shown, boxes, strict=True)
+        ]
+        tall = max([metrics.height() * 1.25, *(box.height() for box in boxes)])
+        step = max(0.1, (tall + LABEL_GAP_PX) / height) if height > 0 else 0.1
+        places = place_labels(xs, widths, width)
+        self._label_sides = {}
+        for (_value, name, line), (on_left, row) in zip(shown, places, strict=True):
+            anchor = (1.0, 0.5) if on_left else (0.0, 0.5)
+            line.label.anchors = [anchor, anchor]
+            line.label.setPosition(max(0.05, 0.92 - step * row))
+            self._label_sides[name] = (on_left, row)
+
+    def label_places(self) -> dict[str, tuple[bool, int]]:
+        """Per shown marker: (label left of its line?, row from the top); for tests."""
+        return dict(self._label_sides)
 
     def _merge(
         self, lower: np.ndarray, upper: np.ndarray, counts: np.ndarray

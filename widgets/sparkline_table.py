@@ -258,8 +258,12 @@ class PaddedDelegate(QStyledItemDelegate):
         super().paint(painter, opt, index)
 
     def sizeHint(self, option: QStyleOptionViewItem, index: AnyIndex) -> QSize:
-        hint = super().sizeHint(option, index)
-        return QSize(hint.width() + 2 * _padding(option), hint.height())
+        pad = _padding(option)
+        opt = QStyleOptionViewItem(option)
+        if opt.rect.width() > 2 * pad:  # wrapping text is measured in the width it is drawn in
+            opt.rect = opt.rect.adjusted(pad, 0, -pad, 0)
+        hint = super().sizeHint(opt, index)
+        return QSize(hint.width() + 2 * pad, hint.height())
 
 
 class _HeaderStyle(QProxyStyle):
@@ -341,6 +345,29 @@ class SparklineDelegate(QStyledItemDelegate):
         return QSize(height * 7, round(height * 1.6))
 
 
+class _Header(QHeaderView):
+    """A horizontal header that keeps room for the sort arrow on the sorted column only.
+
+    Qt widens every section by the arrow's size when sorting is on, which in a table of short
+    numbers leaves the one wide text column (a reason, a message) with little room.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(Qt.Orientation.Horizontal, parent)
+        self.sortIndicatorChanged.connect(self._sort_changed)
+
+    def sectionSizeFromContents(self, logicalIndex: int) -> QSize:
+        size = super().sectionSizeFromContents(logicalIndex)
+        if self.isSortIndicatorShown() and logicalIndex != self.sortIndicatorSection():
+            margin = self.style().pixelMetric(QStyle.PixelMetric.PM_HeaderMargin, None, self)
+            size.setWidth(max(0, size.width() - size.height() - margin))
+        return size
+
+    def _sort_changed(self, *_args: object) -> None:
+        if self.count():  # the arrow moved: sections sized by their contents are measured again
+            self.headerDataChanged(Qt.Orientation.Horizontal, 0, self.count() - 1)
+
+
 class SparklineTableView(QTableView):
     """A sortable table for a ``SparklineTableModel`` with sparklines drawn in place.
 
@@ -354,6 +381,7 @@ class SparklineTableView(QTableView):
 
     def __init__(self, model: SparklineTableModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.setHorizontalHeader(_Header(self))
         self._source = model
         self._proxy = QSortFilterProxyModel(self)
         self._proxy.setSourceModel(model)

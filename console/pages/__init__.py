@@ -172,6 +172,24 @@ def register_builtin_pages() -> None:
     register_page("live", "Live", "mdi6.pulse", "console.pages.live:LivePage")
     register_page("queues", "Queues", "mdi6.tray-full", "console.pages.queues:QueuesPage")
     register_page(
+        "templates",
+        "Templates",
+        "mdi6.email-edit-outline",
+        "console.pages.templates:TemplatesPage",
+    )
+    register_page(
+        "segments",
+        "Segments",
+        "mdi6.account-group-outline",
+        "console.pages.segments:SegmentsPage",
+    )
+    register_page(
+        "contacts",
+        "Contacts",
+        "mdi6.card-account-details-outline",
+        "console.pages.contacts:ContactsPage",
+    )
+    register_page(
         "inbox", "Inbox", "mdi6.inbox-arrow-down-outline", "console.pages.inbox:InboxPage"
     )
     register_page(
@@ -182,6 +200,12 @@ def register_builtin_pages() -> None:
         "Dead letters",
         "mdi6.email-remove-outline",
         "console.pages.dead_letters:DeadLettersPage",
+    )
+    register_page(
+        "experiments",
+        "Experiments",
+        "mdi6.flask-outline",
+        "console.pages.experiments:ExperimentsPage",
     )
     register_page("settings", "Settings", "mdi6.cog-outline", "console.pages.settings:SettingsPage")
 

@@ -31,8 +31,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QSplitter,
-    QStackedWidget,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -44,6 +42,7 @@ from console.pages.polling import PollingPage
 from widgets import theme
 from widgets.empty_state import EmptyState
 from widgets.format import format_age, format_count
+from widgets.master_detail import MasterDetail
 
 REFRESH_MS = 5000
 LIST_LIMIT = 500
@@ -338,17 +337,6 @@ class AuditPage(PollingPage):
             "Select an entry to see its detail",
             detail="The detail holds what the action was given (ids, rates, reasons).",
         )
-        self.side = QStackedWidget()
-        self.side.addWidget(self.pick)
-        self.side.addWidget(detail)
-
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.table)
-        self.splitter.addWidget(self.side)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
-        self.splitter.setChildrenCollapsible(False)
-
         self.empty = EmptyState(
             "mdi6.clipboard-text-clock-outline",
             "Nothing audited yet",
@@ -363,9 +351,10 @@ class AuditPage(PollingPage):
             "Clear the search and filters",
         )
         self.no_match.action_triggered.connect(self.clear_filters)
-        self.states = QStackedWidget()
-        for widget in (self.empty, self.no_match, self.splitter):
-            self.states.addWidget(widget)
+        self.states = MasterDetail(
+            self.table, detail, pick=self.pick, empty=self.empty, no_match=self.no_match
+        )
+        self.splitter, self.side = self.states.splitter, self.states.side
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 0)

@@ -21,8 +21,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QPlainTextEdit,
     QPushButton,
-    QSplitter,
-    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -34,6 +32,7 @@ from console.pages.polling import PollingPage
 from widgets import theme
 from widgets.confirm import ConfirmImpactDialog
 from widgets.empty_state import EmptyState
+from widgets.master_detail import MasterDetail
 
 REFRESH_MS = 5000
 LIST_LIMIT = 500
@@ -170,17 +169,6 @@ class DeadLettersPage(PollingPage):
             "Select a dead letter to see its payload",
             detail="Select several (Shift or Ctrl) to retry or discard them together.",
         )
-        self.side = QStackedWidget()
-        self.side.addWidget(self.pick)
-        self.side.addWidget(detail)
-
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.table)
-        self.splitter.addWidget(self.side)
-        self.splitter.setStretchFactor(0, 3)
-        self.splitter.setStretchFactor(1, 2)
-        self.splitter.setChildrenCollapsible(False)
-
         self.empty = EmptyState(
             "mdi6.email-check-outline",
             "No dead letters \u2014 all events processed",
@@ -188,9 +176,8 @@ class DeadLettersPage(PollingPage):
             " workflow that fails on it) is set aside here with the reason, so the stream goes"
             " on. Retry publishes it again once the cause is fixed; Discard closes it.",
         )
-        self.states = QStackedWidget()
-        self.states.addWidget(self.empty)
-        self.states.addWidget(self.splitter)
+        self.states = MasterDetail(self.table, detail, pick=self.pick, empty=self.empty)
+        self.splitter, self.side = self.states.splitter, self.states.side
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 0)

@@ -31,8 +31,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPlainTextEdit,
-    QSplitter,
-    QStackedWidget,
     QTableView,
     QTableWidget,
     QTableWidgetItem,
@@ -49,6 +47,7 @@ from console.pages.polling import PollingPage
 from widgets import theme
 from widgets.empty_state import EmptyState
 from widgets.format import format_age, format_bytes
+from widgets.master_detail import MasterDetail
 
 log = logging.getLogger(__name__)
 
@@ -347,18 +346,18 @@ class InboxPage(PollingPage):
         head.resizeSection(3, fm.horizontalAdvance("999.9 KiB") + pad)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_changed)
 
-        self.viewer = self._build_viewer()
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.table)
-        self.splitter.addWidget(self.viewer)
-        self.splitter.setStretchFactor(0, 1)
-        self.splitter.setStretchFactor(1, 1)
+        message = self._build_viewer()
         self.table.setMinimumWidth(fm.averageCharWidth() * 60)
-        self.splitter.setChildrenCollapsible(False)
-
-        self.states = QStackedWidget()
-        for widget in (self.empty, self.no_match, self.splitter):
-            self.states.addWidget(widget)
+        self.states = MasterDetail(
+            self.table,
+            message,
+            pick=self.pick,
+            empty=self.empty,
+            no_match=self.no_match,
+            stretch=(1, 1),
+        )
+        self.splitter = self.states.splitter
+        self.viewer = self.viewer_states = self.states.side
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 0)
@@ -371,6 +370,8 @@ class InboxPage(PollingPage):
         self._age_timer.timeout.connect(self._show_age)
 
     def _build_viewer(self) -> QWidget:
+        """The message: subject, envelope and its HTML, text, headers and raw tabs (the
+        "select a message" state beside it is ``self.pick``)."""
         self.subject = QLabel("")
         self.subject.setFont(theme.scaled_font(self.font(), 1.2, bold=True))
         self.subject.setWordWrap(True)
@@ -416,10 +417,7 @@ class InboxPage(PollingPage):
         column.addWidget(self.subject)
         column.addWidget(self.envelope)
         column.addWidget(self.tabs, 1)
-        self.viewer_states = QStackedWidget()
-        self.viewer_states.addWidget(self.pick)
-        self.viewer_states.addWidget(message)
-        return self.viewer_states
+        return message
 
     # ---------------------------------------------------------------- page hooks
 

@@ -11,12 +11,17 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtWidgets import QApplication, QHeaderView, QWidget
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSize, Qt
+from PySide6.QtWidgets import QApplication, QHeaderView, QStyleOptionViewItem, QWidget
 
 from widgets import theme
 from widgets.format import format_count, format_duration, format_rate
-from widgets.sparkline_table import Column, SparklineTableModel, SparklineTableView
+from widgets.sparkline_table import (
+    Column,
+    PaddedDelegate,
+    SparklineTableModel,
+    SparklineTableView,
+)
 from widgets.theme import Status
 
 STATE_ROLE = Qt.ItemDataRole.UserRole + 10
@@ -271,10 +276,43 @@ class StatusTableModel(SparklineTableModel):
         return [dict(self._rows[k]) for k in self._keys]
 
 
+class WrappingDelegate(PaddedDelegate):
+    """Cells whose text wraps: as tall as their lines plus the single-line row's margins.
+
+    Signals: none of its own.
+    """
+
+    def __init__(self, view: SparklineTableView) -> None:
+        super().__init__(view)
+        self._view = view
+
+    def sizeHint(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> QSize:
+        hint = super().sizeHint(option, index)
+        margins = self._view.verticalHeader().defaultSectionSize()
+        margins -= option.fontMetrics.lineSpacing()
+        return QSize(hint.width(), hint.height() + max(0, margins))
+
+
+WRAP_LINES = 3
+"""Lines a wrapped cell may take before it is cut (the whole text is in its tooltip)."""
+
+
 def make_table(
-    columns: Sequence[Column], key_field: str, stretch: str, sort: tuple[str, bool] | None = None
+    columns: Sequence[Column],
+    key_field: str,
+    stretch: str,
+    sort: tuple[str, bool] | None = None,
+    *,
+    wrap: bool = False,
 ) -> tuple[StatusTableModel, SparklineTableView]:
-    """A sortable status table; the ``stretch`` column takes the spare width."""
+    """A sortable status table; the ``stretch`` column takes the spare width.
+
+    ``wrap``: long text in the stretch column (a control's who and why) wraps onto up to
+    ``WRAP_LINES`` lines and the row grows to fit, instead of being cut to "workflow paused
+    by…"; rows with short text keep the usual height.
+    """
     model = StatusTableModel(columns, key_field=key_field)
     view = SparklineTableView(model)
     header = view.horizontalHeader()
@@ -282,6 +320,15 @@ def make_table(
     for i in range(len(columns)):
         header.setSectionResizeMode(i, QHeaderView.ResizeMode.ResizeToContents)
     header.setSectionResizeMode(fields.index(stretch), QHeaderView.ResizeMode.Stretch)
+    if wrap:
+        view.setWordWrap(True)
+        view.setTextElideMode(Qt.TextElideMode.ElideRight)
+        view.setItemDelegateForColumn(fields.index(stretch), WrappingDelegate(view))
+        rows = view.verticalHeader()
+        line = view.fontMetrics().lineSpacing()
+        rows.setMinimumSectionSize(rows.defaultSectionSize())
+        rows.setMaximumSectionSize(rows.defaultSectionSize() + (WRAP_LINES - 1) * line)
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     if sort is not None:
         field, descending = sort
         view.sortByColumn(

@@ -136,6 +136,8 @@ class QueuesPage(PollingPage):
         self.preview_op: Operation[Any] | None = None
         self.action_op: Operation[Any] | None = None
         self._answered = False
+        self._wanted_route: str | None = None
+        """A route to select once the listing arrives (``show_route`` before it came)."""
 
         title = QLabel("Queues")
         title.setFont(theme.scaled_font(self.font(), 1.5, bold=True))
@@ -181,7 +183,7 @@ class QueuesPage(PollingPage):
         toolbar.addWidget(self.target, 1)
 
         self.queue_model, self.queue_table = make_table(
-            QUEUE_COLUMNS, "key", stretch="why", sort=("depth", True)
+            QUEUE_COLUMNS, "key", stretch="why", sort=("depth", True), wrap=True
         )
         self.queue_table.selectionModel().selectionChanged.connect(self._on_queue_selected)
         self.queue_table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
@@ -231,7 +233,7 @@ class QueuesPage(PollingPage):
         self.route_model, self.route_table = make_table(ROUTE_COLUMNS, "name", stretch="limits")
         self.route_table.selectionModel().selectionChanged.connect(lambda *_: self._retarget())
         self.control_model, self.control_table = make_table(
-            CONTROL_COLUMNS, "key", stretch="reason"
+            CONTROL_COLUMNS, "key", stretch="reason", wrap=True
         )
         self.tabs = QTabWidget()
         self.tabs.addTab(self.route_table, "Routes")
@@ -329,6 +331,8 @@ class QueuesPage(PollingPage):
         self._show_detail()
         self._retarget()
         self.controls_changed.emit(list(listing.get("controls") or []))
+        if self._wanted_route is not None:
+            self.show_route(self._wanted_route)
 
     def _totals_text(self, listing: dict[str, Any]) -> str:
         t = listing.get("totals") or {}
@@ -364,6 +368,30 @@ class QueuesPage(PollingPage):
             return key
         queue = self.selected_queue()
         return str(queue["route"]) if queue else None
+
+    def show_route(self, route: str) -> None:
+        """Select ``route`` and its biggest queue (the alert banner's "Open Queues" does this).
+
+        Before the first listing has arrived, the route is selected when it does.
+        """
+        if not self._answered:
+            self._wanted_route = route
+            return
+        self._wanted_route = None
+        self.tabs.setCurrentWidget(self.route_table)
+        queues = [r for r in self.queue_model.rows() if str(r.get("route")) == route]
+        if queues:
+            biggest = max(queues, key=lambda r: int(r.get("depth") or 0))
+            self.select_queue(str(biggest["workflow"]), route)
+            self.queue_table.setFocus()
+        elif self.route_model.row_for_key(route) is not None:
+            self.queue_table.clearSelection()
+            self.select_route(route)
+            self.route_table.setFocus()
+        else:
+            self._say(f"Route {route} is not in the engine's listing (any more).", "degraded")
+            return
+        self.result_line.setText(f"Showing route {route}: the actions above apply to it.")
 
     def select_queue(self, workflow: str, route: str) -> None:
         """Select the queue ``workflow`` on ``route`` (as a click would)."""

@@ -19,16 +19,19 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection
 
+from engine.catalog.batch import apply_catalog
+from engine.catalog.products import is_catalog_event
 from engine.clock import Clock
 from engine.decide import lite
 from engine.decide.changes import LIVE_STATES, Changes, Enrollment
+from engine.decide.consent import consent_allows, load_consent, observe_consent, write_consent
 from engine.decide.machine import Moment, StepMachine, Subject
 from engine.decide.profiles import (
     Contact,
@@ -43,6 +46,8 @@ from engine.decide.sql import DecideSql
 from engine.decide.workflow import Workflow
 from engine.errors import EventInvalid
 from engine.events import Event
+from engine.experiments.conversions import Converted, record_conversions
+from engine.experiments.exposures import winners_for
 from engine.store import Store
 
 if TYPE_CHECKING:  # engine.segments uses engine.decide's conditions: import it late
@@ -74,11 +79,15 @@ class BatchOutcome:
     duplicates: int = 0
     dead_letters: int = 0
     reentry_skipped: Counter[str] = field(default_factory=Counter)
+    capped: Counter[str] = field(default_factory=Counter)  # suppressed by the frequency cap
+    consent_skipped: Counter[str] = field(default_factory=Counter)  # requires_consent not met
     segment_changes: list[MembershipChange] = field(default_factory=list)
+    fanouts: list[str] = field(default_factory=list)  # catalog alert jobs this batch started
     received_at: list[float] = field(default_factory=list)  # of each processed event
     next_timer_at: float | None = None
     commit_seconds: float = 0.0
     committed_at: float = 0.0
+    conversions: list[Converted] = field(default_factory=list)  # goals attributed to mails
 
     def merge(self, other: BatchOutcome) -> None:
         """Add another outcome (of a part of the same fetched batch) to this one."""
@@ -88,11 +97,15 @@ class BatchOutcome:
         self.duplicates += other.duplicates
         self.dead_letters += other.dead_letters
         self.reentry_skipped.update(other.reentry_skipped)
+        self.capped.update(other.capped)
+        self.consent_skipped.update(other.consent_skipped)
         self.segment_changes += other.segment_changes
+        self.fanouts += other.fanouts
         self.received_at += other.received_at
         timers = [t for t in (self.next_timer_at, other.next_timer_at) if t is not None]
         self.next_timer_at = min(timers, default=None)
         self.commit_seconds += other.commit_seconds
+        self.conversions += other.conversions
         self.committed_at = max(self.committed_at, other.committed_at)
 
 
@@ -206,8 +219,22 @@ class DecideBatch:
     def _decide(
         self, conn: Connection, events: list[Event], now: float, outcome: BatchOutcome
     ) -> None:
+        # The catalog source's events describe products, not people: no contact, activity,
+        # segment or workflow work for them.
+        catalog = apply_catalog(conn, self.registry.index, events, now)
+        outcome.fanouts = catalog.fanouts
+        people = [e for e in events if not is_catalog_event(e.activity_name)]
+        if people:
+            self._decide_people(conn, people, now, outcome)
+        outcome.received_at += [e.received_at for e in events if is_catalog_event(e.activity_name)]
+        outcome.processed = len(events)
+
+    def _decide_people(
+        self, conn: Connection, events: list[Event], now: float, outcome: BatchOutcome
+    ) -> None:
         index, sql = self.registry.index, self.sql
         contacts = load_contacts(conn, sql, (e.contact_key for e in events))
+        load_consent(conn, contacts, events, index)
         involved = {e.contact_key for e in events if index.needs_enrollments(e.activity_name)}
         live, history = self._load_enrollments(conn, involved, _limited(index, events))
         counted = [e for e in events if e.activity_name in index.counting_events]
@@ -218,27 +245,36 @@ class DecideBatch:
             index.activity_windows,
             min((e.timestamp for e in counted), default=now),
         )
-        changes = Changes()
-        decider = _EventDecider(index, StepMachine(changes), live, history, outcome)
+        changes = Changes(pacing=self.registry.pacing)
+        winners = winners_for(conn, index.versions.values())
+        machine = StepMachine(changes, winners, template_routes=index.template_routes)
+        decider = _EventDecider(index, machine, live, history, outcome)
         for event in events:
             contact = contacts[event.contact_key]
             recent = activity.setdefault(contact.id, RecentActivity())
             decider.apply(event, contact, recent, now)
             outcome.received_at.append(event.received_at)
         write_contacts(conn, sql, contacts.values(), now)
+        consented = write_consent(conn, contacts.values(), now)
         if sql.lite:
             lite.insert_activity(conn, [activity_row(e) for e in events])
         else:
             conn.execute(sql.insert_activity, [activity_row(e) for e in events])
         recheck = None
         if self.segments is not None and self.segments.index.segments:
-            recheck = self._update_segments(conn, events, contacts, now, outcome)
+            recheck = self._update_segments(conn, events, contacts, now, outcome, consented)
             if outcome.segment_changes and index.segment_triggers:
                 self._enroll_entries(conn, decider, involved, contacts, activity, now)
         soonest = [t for t in (changes.next_timer_at, recheck) if t is not None]
         outcome.next_timer_at = min(soonest, default=None)
         ids, per_workflow = changes.write(conn, sql)
         outcome.intent_ids, outcome.intents_per_workflow = ids, per_workflow
+        outcome.capped.update(c.workflow_id for c in changes.capped)
+        if index.goal_events and any(e.activity_name in index.goal_events for e in events):
+            traits = {cid: c.traits for cid, c in contacts.items()}
+            outcome.conversions = record_conversions(
+                conn, index.newest, events, traits, _Activities(activity)
+            )
         outcome.processed = len(events)
 
     def _update_segments(
@@ -248,10 +284,12 @@ class DecideBatch:
         contacts: dict[str, Contact],
         now: float,
         outcome: BatchOutcome,
+        consented: Collection[str] = (),
     ) -> float | None:
         """Re-evaluate the segments these events may affect, after the batch's profile and
         activity writes, in the same transaction. A contact new in this batch is evaluated
-        against every segment (a condition such as "trait plan is missing" holds at once).
+        against every segment (a condition such as "trait plan is missing" holds at once),
+        one whose consent changed against the segments reading consent.
         Returns the earliest re-check it scheduled."""
         from engine.segments.membership import refresh
 
@@ -265,6 +303,8 @@ class DecideBatch:
                 wanted.update(index.segments)
             else:
                 wanted |= index.affected_by(event)
+            if contact.id in consented:
+                wanted |= index.by_consent
         outcome.segment_changes, recheck = refresh(conn, index, targets, now)
         return recheck
 
@@ -381,6 +421,7 @@ class _EventDecider:
 
     def apply(self, event: Event, contact: Contact, recent: RecentActivity, now: float) -> None:
         previous_seen = contact.observe(event)
+        observe_consent(event, contact)
         recent.add(event.activity_name, event.timestamp, event.properties)
         who = Subject(contact, recent)
         at = Moment.of_event(event, now)
@@ -396,6 +437,9 @@ class _EventDecider:
                 self.machine.resume(wf, enrollment, event, who, at)
         for wf in self.index.triggered_by(event.activity_name):
             if not self.machine.trigger_holds(wf, event, who, previous_seen):
+                continue
+            if not consent_allows(wf, contact):
+                self.outcome.consent_skipped[wf.id] += 1
                 continue
             if not self.may_enter(wf, contact.id, now):
                 self.outcome.reentry_skipped[wf.id] += 1
@@ -415,3 +459,10 @@ def _limited(index: WorkflowIndex, events: Iterable[Event]) -> set[str]:
         for wf in index.triggered_by(e.activity_name)
         if wf.reentry.mode != "always"
     }
+
+
+class _Activities(dict[str, RecentActivity]):
+    """Recent activity per contact; a contact without counted events has none."""
+
+    def __missing__(self, key: str) -> RecentActivity:
+        return RecentActivity()

@@ -15,10 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 
 from engine.decide import lite
+from engine.pacing.caps import Capped, enforce_caps
+from engine.pacing.policy import Pacing
 from engine.store import schema
 
 if TYPE_CHECKING:
     from engine.decide.sql import DecideSql
+    from engine.offers.model import Offer
 
 LIVE_STATES = ("active", "waiting")
 _ENROLLMENT_KEY = ("workflow_id", "contact_id", "trigger_event_id")
@@ -98,6 +101,11 @@ class Changes:
     timers: list[dict[str, Any]] = field(default_factory=list)
     cancelled: set[str] = field(default_factory=set)  # enrollments whose stored timers end
     log: list[dict[str, Any]] = field(default_factory=list)
+    pacing: Pacing = field(default_factory=Pacing)  # caps and quiet hours for new intents
+    capped: list[Capped] = field(default_factory=list)  # filled by ``write``
+    exposures: list[dict[str, Any]] = field(default_factory=list)  # experiment arms given
+    # Sends that carry an offer: their codes are issued in ``write`` (engine.offers.issue).
+    offer_requests: list[tuple[dict[str, Any], Offer]] = field(default_factory=list)
 
     def touch(self, enrollment: Enrollment, now: float) -> None:
         enrollment.updated_at = now
@@ -129,7 +137,9 @@ class Changes:
         """Store everything; returns the new intent ids and new intents per workflow.
 
         Intents are inserted ignoring an existing ``dedup_key``, so a decision taken twice never
-        makes a second send; only the rows really inserted are returned.
+        makes a second send; only the rows really inserted and queued are returned (one the
+        frequency cap dropped is stored as ``suppressed``; ``capped`` lists those and the ones
+        it pre-empted).
         """
         if self.cancelled:
             rows = [{"b_enrollment": eid} for eid in sorted(self.cancelled)]
@@ -139,20 +149,42 @@ class Changes:
             conn.execute(sql.insert_timers, self.timers)
         ids: list[str] = []
         per_workflow: Counter[str] = Counter()
+        if self.offer_requests:
+            from engine.offers.issue import issue_or_drop
+
+            issue_or_drop(conn, self)
         if self.intents:
+            now = max(float(i["decided_at"]) for i in self.intents)
+            self.capped = enforce_caps(conn, self.pacing, self.intents, now)
+            for capped in self.capped:
+                if capped.enrollment_id is not None:
+                    self.log.append(
+                        {
+                            "enrollment_id": capped.enrollment_id,
+                            "ts": now,
+                            "step_id": capped.step_id,
+                            "kind": "capped",
+                            "detail": f"intent {capped.intent_id}: {capped.reason}",
+                        }
+                    )
             if sql.lite:
                 found = lite.insert(
                     conn,
                     schema.intents,
                     self.intents,
                     conflict=["dedup_key"],
-                    returning=["id", "workflow_id"],
+                    returning=["id", "workflow_id", "status"],
                 )
             else:
                 found = [tuple(row) for row in conn.execute(sql.insert_intents, self.intents)]
-            for intent_id, workflow_id in found:
-                ids.append(intent_id)
+            for intent_id, workflow_id, status in found:
+                if status == "queued":
+                    ids.append(intent_id)
                 per_workflow[workflow_id] += 1
+        if self.exposures:
+            from engine.experiments.exposures import write_exposures
+
+            write_exposures(conn, self.exposures)
         if self.log:
             if sql.lite:
                 lite.insert(conn, schema.enrollment_log, self.log)

@@ -7,6 +7,7 @@ drives it from events, the timer service from due timers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from engine.decide.conditions import ActivityLookup, Facts, all_hold, lookup
 from engine.decide.durations import format_duration
 from engine.decide.profiles import Contact
 from engine.decide.workflow import (
+    DEFAULT_ROUTE,
     EXIT,
     BranchStep,
     ExitStep,
@@ -25,6 +27,8 @@ from engine.decide.workflow import (
     Workflow,
 )
 from engine.events import Event
+from engine.experiments.assign import arm_for
+from engine.experiments.model import HOLDOUT, Experiment
 from engine.ids import dedup_key, new_id
 
 MAX_STEPS_PER_RUN = 100  # validation forbids loops without a wait; this is a second guard
@@ -54,8 +58,18 @@ class Subject:
 class StepMachine:
     """Advances enrollments, recording every effect and reason in ``changes``."""
 
-    def __init__(self, changes: Changes) -> None:
+    def __init__(
+        self,
+        changes: Changes,
+        winners: Mapping[str, str] | None = None,
+        *,
+        template_routes: Mapping[str, str] | None = None,
+    ) -> None:
+        """``winners``: promoted experiment winners (experiment id -> variant);
+        ``template_routes``: template id -> the route it names (for send steps naming none)."""
         self.changes = changes
+        self.winners = winners or {}
+        self.template_routes: Mapping[str, str] = template_routes or {}
 
     def trigger_holds(
         self, wf: Workflow, event: Event, who: Subject, previous_seen: float | None
@@ -186,12 +200,20 @@ class StepMachine:
             enrollment.step_id = step.id
             enrollment.state = "active"
             if isinstance(step, SendStep):
-                self._send(wf, step, enrollment, who.contact, at)
+                if not self._send(wf, step, enrollment, who.contact, at):
+                    return
                 target = step.next
             elif isinstance(step, WaitStep):
-                fire_at = at.now + step.duration
+                duration = step.duration
+                if step.experiment is not None:
+                    arm = self._arm(step.experiment, enrollment, at.now, None)
+                    if arm is None:
+                        return
+                    chosen = step.experiment.variant(arm)
+                    duration = chosen.duration if chosen and chosen.duration else duration
+                fire_at = at.now + duration
                 self._wait(enrollment, step.id, "delay", fire_at, None)
-                detail = f"waiting {format_duration(step.duration)} (until {fire_at:.0f})"
+                detail = f"waiting {format_duration(duration)} (until {fire_at:.0f})"
                 self.changes.note(enrollment, at.now, "waiting", detail)
                 return
             elif isinstance(step, WaitUntilStep):
@@ -248,15 +270,76 @@ class StepMachine:
             }
         )
 
+    def _arm(
+        self, experiment: Experiment, enrollment: Enrollment, now: float, intent_id: str | None
+    ) -> str | None:
+        """Give the contact its arm and record the exposure; None for the holdout, whose
+        enrollment ends here (it gets nothing, and nothing later in this workflow)."""
+        arm = arm_for(experiment, enrollment.contact_id, self.winners)
+        self.changes.exposures.append(
+            {
+                "id": new_id(),
+                "experiment_id": experiment.id,
+                "workflow_id": experiment.workflow_id,
+                "step_id": experiment.step_id,
+                "variant": arm,
+                "contact_id": enrollment.contact_id,
+                "enrollment_id": enrollment.id,
+                "intent_id": None if arm == HOLDOUT else intent_id,
+                "exposed_at": now,
+            }
+        )
+        self.changes.note(enrollment, now, "experiment", f"{experiment.id}: arm {arm}")
+        if arm == HOLDOUT:
+            self.exit(enrollment, f"holdout of experiment {experiment.id}: gets nothing", now)
+            return None
+        return arm
+
     def _send(
         self, wf: Workflow, step: SendStep, enrollment: Enrollment, contact: Contact, at: Moment
-    ) -> None:
-        if not contact.email:
-            detail = f"no email address: {step.template} not sent"
-            self.changes.note(enrollment, at.now, "no_email", detail)
-            return
+    ) -> bool:
+        """Queue the step's mail; False when the enrollment ended here (a holdout)."""
         intent_id = new_id()
+        template, route, overrides = step.template, step.route, {}
+        if step.experiment is not None:
+            arm = self._arm(
+                step.experiment, enrollment, at.now, intent_id if contact.email else None
+            )
+            if arm is None:
+                return False
+            variant = step.experiment.variant(arm)
+            if variant is not None:
+                template = variant.template or template
+                route = variant.route or route
+                overrides = {"variant": arm, **variant.overrides()}
+        if not contact.email:
+            detail = f"no email address: {template} not sent"
+            self.changes.note(enrollment, at.now, "no_email", detail)
+            return True
+        offer = None
+        if step.offer is not None:
+            offer = wf.offers.get(step.offer)
+            if offer is None:
+                detail = (
+                    f"offer {step.offer!r} is not defined (no [offers.{step.offer}] in the "
+                    f"workflow or the settings): {template} not sent"
+                )
+                self.changes.note(enrollment, at.now, "offer_missing", detail)
+                return True
+            if offer.kind == "generated" and len(offer.secret) < 16:
+                detail = f"offer {offer.id!r} has no signing key here: {template} not sent"
+                self.changes.note(enrollment, at.now, "offer_missing", detail)
+                return True
         trigger = enrollment.trigger
+        context: dict[str, Any] = {
+            "event": {
+                "name": trigger["name"],
+                "properties": trigger["properties"],
+                "ts": trigger["ts"],
+            }
+        }
+        if overrides:
+            context["experiment"] = {"id": step.experiment.id, **overrides}  # type: ignore[union-attr]
         self.changes.intents.append(
             {
                 "id": intent_id,
@@ -269,25 +352,35 @@ class StepMachine:
                 "enrollment_id": enrollment.id,
                 "contact_id": enrollment.contact_id,
                 "event_id": enrollment.trigger_event_id,
-                "template_id": step.template,
-                "route": step.route,
+                "template_id": template,
+                # The step's (or its arm's) route, else the chosen template's, else default.
+                "route": route or self.template_routes.get(template) or DEFAULT_ROUTE,
                 "category": wf.category,
                 "to_addr": contact.email,
                 "domain": contact.email.rpartition("@")[2].lower(),
-                "context": {
-                    "event": {
-                        "name": trigger["name"],
-                        "properties": trigger["properties"],
-                        "ts": trigger["ts"],
-                    }
-                },
+                "context": context,
                 "status": "queued",
                 "attempts": 0,
                 "next_attempt_at": at.now,
                 "expires_at": None if wf.expires_after is None else at.due_at + wf.expires_after,
                 "received_at": at.due_at,
                 "decided_at": at.now,
+                "reply": None,
+                "finished_at": None,
             }
         )
-        detail = f"queued {step.template} to {contact.email} (intent {intent_id})"
+        intent = self.changes.intents[-1]
+        deferred = self.changes.pacing.plan(
+            intent, priority=wf.priority, quiet_hours=wf.quiet_hours, timezone=contact.timezone
+        )
+        if wf.requires_consent is not None:
+            # Re-checked when the intent is claimed: consent withdrawn meanwhile suppresses it.
+            intent["context"]["requires_consent"] = wf.requires_consent
+        if offer is not None:
+            # The code is issued when this intent is written, in the same transaction.
+            self.changes.offer_requests.append((intent, offer))
+        detail = f"queued {template} to {contact.email} (intent {intent_id})"
         self.changes.note(enrollment, at.now, "intent", detail)
+        if deferred is not None:
+            self.changes.note(enrollment, at.now, "quiet_hours", f"intent {intent_id}: {deferred}")
+        return True

@@ -64,6 +64,10 @@ class Contact:
     last_seen_at: float | None = None
     stored: bool = False  # the row exists in the store
     changed: bool = False
+    # Loaded only for contacts whose events read or change it (engine.decide.consent); the
+    # batch's consent changes wait in consent_log, each with whether it was applied.
+    consent: dict[str, Any] | None = None
+    consent_log: list[Any] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: sa.Row[Any]) -> Contact:

@@ -8,6 +8,7 @@ progress on another thread keeps a consistent view.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ import sqlalchemy as sa
 
 from engine.decide.conditions import merge_windows
 from engine.decide.workflow import Workflow, workflow_from_definition
+from engine.offers.model import OfferBook
+from engine.pacing.policy import Pacing
 from engine.store import Store, schema
 
 
@@ -31,9 +34,13 @@ class WorkflowIndex:
     activity_windows: Mapping[str, float] = field(default_factory=dict)
     counting_events: frozenset[str] = frozenset()  # events whose decisions may count activity
     segment_triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)
+    catalog_triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)  # by kind
+    template_routes: Mapping[str, str] = field(default_factory=dict)  # template id -> route
 
     @classmethod
-    def build(cls, workflows: Iterable[Workflow]) -> WorkflowIndex:
+    def build(
+        cls, workflows: Iterable[Workflow], template_routes: Mapping[str, str] | None = None
+    ) -> WorkflowIndex:
         versions = {(wf.id, wf.version): wf for wf in workflows}
         newest: dict[str, Workflow] = {}
         for wf in versions.values():
@@ -41,18 +48,23 @@ class WorkflowIndex:
                 newest[wf.id] = wf
         triggers: dict[str, list[Workflow]] = {}
         on_segment: dict[str, list[Workflow]] = {}
+        on_catalog: dict[str, list[Workflow]] = {}
         for wf in sorted(newest.values(), key=lambda w: w.id):
             if wf.enabled:
                 for name in wf.trigger.events:
                     triggers.setdefault(name, []).append(wf)
                 if wf.trigger.segment is not None:
                     on_segment.setdefault(wf.trigger.segment, []).append(wf)
+                if wf.trigger.catalog is not None:
+                    on_catalog.setdefault(wf.trigger.catalog.kind, []).append(wf)
         every = list(versions.values())
         return cls(
+            template_routes=dict(template_routes or {}),
             versions=versions,
             newest=newest,
             triggers={name: tuple(wfs) for name, wfs in triggers.items()},
             segment_triggers={sid: tuple(wfs) for sid, wfs in on_segment.items()},
+            catalog_triggers={kind: tuple(wfs) for kind, wfs in on_catalog.items()},
             goal_events=frozenset(n for wf in every if wf.goal for n in wf.goal.events),
             awaited_events=frozenset(n for wf in every for n in wf.awaited_events()),
             activity_windows=merge_windows(wf.activity_windows() for wf in every),
@@ -85,14 +97,41 @@ class WorkflowIndex:
 
 
 class WorkflowRegistry:
-    """The workflows known to this node; ``index`` is the current snapshot."""
+    """The workflows known to this node; ``index`` is the current snapshot.
 
-    def __init__(self, workflows: Iterable[Workflow] = ()) -> None:
-        self.index = WorkflowIndex.build(workflows)
+    ``offers``: the offers configured in the settings and the key that signs generated codes;
+    every workflow loaded here sees them next to its own ``[offers.NAME]`` tables. ``pacing``
+    (caps and quiet hours from the settings) applies to every send they decide.
+    ``template_routes``: the route each template names (template id -> route), taken by send
+    steps that name none.
+    """
 
-    def replace(self, workflows: Iterable[Workflow]) -> None:
-        """Swap in a new set of workflows (all versions)."""
-        self.index = WorkflowIndex.build(workflows)
+    def __init__(
+        self,
+        workflows: Iterable[Workflow] = (),
+        offers: OfferBook | None = None,
+        *,
+        pacing: Pacing | None = None,
+        template_routes: Mapping[str, str] | None = None,
+    ) -> None:
+        self.offers = offers or OfferBook()
+        self.pacing = pacing or Pacing()
+        self.index = WorkflowIndex.build(self._bound(workflows), template_routes)
+
+    def replace(
+        self, workflows: Iterable[Workflow], *, template_routes: Mapping[str, str] | None = None
+    ) -> None:
+        """Swap in a new set of workflows (all versions); the template routes stay unless
+        given."""
+        routes = self.index.template_routes if template_routes is None else template_routes
+        self.index = WorkflowIndex.build(self._bound(workflows), routes)
+
+    def set_template_routes(self, template_routes: Mapping[str, str]) -> None:
+        """Swap in the routes templates name (the workflows stay as they are)."""
+        self.index = dataclasses.replace(self.index, template_routes=dict(template_routes))
+
+    def _bound(self, workflows: Iterable[Workflow]) -> list[Workflow]:
+        return [dataclasses.replace(wf, offers=self.offers.bind(wf.offers)) for wf in workflows]
 
     def add(self, workflow: Workflow) -> None:
         """Add or replace one workflow version."""

@@ -109,7 +109,7 @@ class DecideSql:
             update_enrollment_not_waiting=update_enrollment.values(waiting_for=sa.null()),
             insert_timers=t.insert(),
             insert_intents=store.insert_ignore(i, index=["dedup_key"]).returning(
-                i.c.id, i.c.workflow_id
+                i.c.id, i.c.workflow_id, i.c.status
             ),
             insert_log=schema.enrollment_log.insert(),
             due_timers=(

@@ -43,6 +43,7 @@ from engine.decide.profiles import RecentActivity, load_activity, load_contacts
 from engine.decide.registry import WorkflowRegistry
 from engine.decide.sql import TRANSIENT_DB_ERRORS, DecideSql
 from engine.decide.workflow import Workflow
+from engine.experiments.exposures import winners_for
 from engine.store import Store
 from engine.telemetry import Telemetry
 
@@ -64,6 +65,7 @@ class FireOutcome:
     stale: int = 0
     intent_ids: list[str] = field(default_factory=list)
     intents_per_workflow: dict[str, int] = field(default_factory=dict)
+    capped: dict[str, int] = field(default_factory=dict)  # suppressed by the frequency cap
     next_fire_at: float | None = None
     rechecked: int = 0  # segment re-checks that were due
     segment_changes: list[MembershipChange] = field(default_factory=list)
@@ -185,6 +187,8 @@ class TimerService:
             self.telemetry.count("timers_fired_total", outcome.fired)
         for workflow, n in outcome.intents_per_workflow.items():
             self.telemetry.count("intents_created_total", n, workflow=workflow)
+        for workflow, n in outcome.capped.items():
+            self.telemetry.count("intents_total", n, outcome="suppressed", workflow=workflow)
 
     def fire_isolated(self) -> FireOutcome:
         """After a batch failed: each due timer in its own transaction; one that still fails is
@@ -210,6 +214,8 @@ class TimerService:
                 total.intents_per_workflow[workflow] = (
                     total.intents_per_workflow.get(workflow, 0) + n
                 )
+            for workflow, n in part.capped.items():
+                total.capped[workflow] = total.capped.get(workflow, 0) + n
             total.next_fire_at = part.next_fire_at
         return total
 
@@ -267,9 +273,13 @@ class TimerService:
             history[(wf.id, contact_id)] = at  # a second entry in this round sees this one
             return True
 
-        work = Changes()
-        enroll_entries(index, StepMachine(work), entries, contacts, activity, allowed, now)
+        work = Changes(pacing=self.workflows.pacing)
+        machine = StepMachine(
+            work, winners_for(conn, index.versions.values()), template_routes=index.template_routes
+        )
+        enroll_entries(index, machine, entries, contacts, activity, allowed, now)
         new_ids, per_workflow = work.write(conn, self.sql)
+        _count_capped(outcome, work)
         outcome.intent_ids += new_ids
         for workflow, n in per_workflow.items():
             outcome.intents_per_workflow[workflow] = (
@@ -305,8 +315,12 @@ class TimerService:
         contacts = load_contacts(conn, sql, {enr.contact_id for enr in enrollments.values()})
         index = self.workflows.index
         activity = load_activity(conn, sql, sorted(contacts), index.activity_windows, now)
-        changes = Changes()
-        machine = StepMachine(changes)
+        changes = Changes(pacing=self.workflows.pacing)
+        machine = StepMachine(
+            changes,
+            winners_for(conn, index.versions.values()),
+            template_routes=index.template_routes,
+        )
         for timer in claimed:
             enrollment = enrollments.get(timer.enrollment_id)
             if enrollment is None:
@@ -328,3 +342,9 @@ class TimerService:
                 outcome.stale += 1
         outcome.intent_ids, per_workflow = changes.write(conn, sql)
         outcome.intents_per_workflow = dict(per_workflow)
+        _count_capped(outcome, changes)
+
+
+def _count_capped(outcome: FireOutcome, changes: Changes) -> None:
+    for capped in changes.capped:
+        outcome.capped[capped.workflow_id] = outcome.capped.get(capped.workflow_id, 0) + 1

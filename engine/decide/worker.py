@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,15 +65,21 @@ class _Stopping(Exception):
     """Raised inside retries when ``stop`` was asked for: leave the batch unacked."""
 
 
-# How long stop() lets a fetch that may be collecting messages finish (see _run).
-STOP_GRACE = 0.25
+# How long past its own timeout stop() lets a fetch that may be collecting messages finish
+# (see _run).
+STOP_GRACE = 0.5
+# How long a batch decided on the event loop waits for mail transactions awaiting a reply
+# (see DecideWorker._make_way).
+MAKE_WAY_MAX = 0.0005
 
 
 class DecideWorker:
     """Consumes ``EVENTS`` through the durable consumer ``decide``.
 
     ``on_intents(ids)`` is called after each commit that created intents; ``on_timer(fire_at)``
-    (optional) with the earliest timer a batch created, for ``TimerService.poke``.
+    (optional) with the earliest timer a batch created, for ``TimerService.poke``;
+    ``on_fanout()`` (optional) after a batch that started catalog alert fan-outs, for
+    ``engine.catalog.fanout.FanoutService.poke``.
     """
 
     def __init__(
@@ -91,7 +98,11 @@ class DecideWorker:
         segments: SegmentRegistry | None = None,
         fetch_timeout: float = 1.0,
         lag_interval: float = 2.0,
+        on_fanout: Callable[[], None] | None = None,
+        urgent: Callable[[], bool] | None = None,
     ) -> None:
+        """``urgent()`` (optional) says latency-critical work is in progress on this event loop
+        (the local deliver stage waiting for a relay's reply): see :meth:`_make_way`."""
         if parse is None:
             from engine.ingest.validate import parse_event
 
@@ -102,9 +113,11 @@ class DecideWorker:
         self.batch_size = batch
         self.on_intents = on_intents
         self.on_timer = on_timer
+        self.on_fanout = on_fanout
         self.fetch_timeout = fetch_timeout
         self.lag_interval = lag_interval
         self.store = store
+        self.urgent = urgent
         self.runner = DecideBatch(
             store=store, registry=workflows, clock=clock, parse=parse, segments=segments
         )
@@ -178,13 +191,15 @@ class DecideWorker:
                 await self._handle(msgs)
         # Stopping. A fetch started while messages were flowing is part of the batch in hand:
         # the server may be delivering its messages right now (they count as ack-pending), and
-        # cancelling it mid-collection would strand them until ack_wait redelivers them. A
-        # collecting fetch ends within milliseconds; one still waiting after STOP_GRACE holds
-        # nothing yet (the stream went quiet) and is cancelled.
+        # cancelling it mid-collection would strand them until ack_wait redelivers them. So it
+        # runs to its end: full, or its own timeout (the server expires the pull then), which
+        # bounds the wait. A fixed short grace was not enough on a loaded machine: a fetch
+        # still collecting after it was cancelled and its messages stranded. Only a fetch
+        # that outlives its timeout by STOP_GRACE (a connection in trouble) is cancelled.
         if self._next_fetch is not None:
             task = self._next_fetch
             if not task.done():
-                await asyncio.wait({task}, timeout=STOP_GRACE)
+                await asyncio.wait({task}, timeout=self.fetch_timeout + STOP_GRACE)
             if not task.done():
                 task.cancel()
             msgs = await self._take(task)
@@ -221,9 +236,23 @@ class DecideWorker:
     async def _handle(self, msgs: list[Msg]) -> None:
         self._handling = True
         try:
+            if self.store.inline and self.urgent is not None:
+                await self._make_way()
             await self._handle_batch(msgs)
         finally:
             self._handling = False
+
+    async def _make_way(self) -> None:
+        """On SQLite a batch is decided on the event loop and holds it for ~0.5-2 ms. A relay's
+        reply that lands meanwhile waits for the whole batch, and each email waits for two
+        replies (envelope, then the final dot) on its way to "accepted". So while ``urgent()``
+        says a transaction awaits its reply, let the loop turn — for at most MAKE_WAY_MAX (a
+        loopback relay answers in ~0.1 ms) — before taking the loop for the batch. Bounded,
+        so a busy deliver stage delays decide by at most that much a batch."""
+        assert self.urgent is not None
+        deadline = time.perf_counter() + MAKE_WAY_MAX
+        while self.urgent() and time.perf_counter() < deadline:  # noqa: ASYNC110 - loop turns,
+            await asyncio.sleep(0)  # not a wait for an event: each turn polls the sockets
 
     async def _handle_batch(self, msgs: list[Msg]) -> None:
         deliveries = [delivery_of(m) for m in msgs]
@@ -236,6 +265,8 @@ class DecideWorker:
                 self.on_intents(outcome.intent_ids)
             if outcome.next_timer_at is not None and self.on_timer is not None:
                 self.on_timer(outcome.next_timer_at)
+            if outcome.fanouts and self.on_fanout is not None:
+                self.on_fanout()
         except Exception:  # a listener's bug must not stop the stage; the store has it all
             log.exception("decide: an on_intents/on_timer callback failed")
         for msg in msgs:
@@ -296,6 +327,14 @@ class DecideWorker:
             t.count("intents_created_total", n, workflow=workflow)
         for workflow, n in outcome.reentry_skipped.items():
             t.count("enrollments_skipped_total", n, workflow=workflow, reason="reentry")
+        for workflow, n in outcome.capped.items():  # the frequency cap's outcomes
+            t.count("intents_total", n, outcome="suppressed", workflow=workflow)
+        for converted in outcome.conversions:
+            t.count("conversions_total", workflow=converted.workflow_id)
+            if converted.revenue is not None:
+                t.count(
+                    "conversion_revenue_total", converted.revenue, workflow=converted.workflow_id
+                )
         for received in outcome.received_at:
             t.observe("stage_seconds", max(0.0, outcome.committed_at - received), stage="decide")
         if outcome.processed or outcome.dead_letters:

@@ -34,6 +34,7 @@ A workflow is a TOML file in ``templates/workflows/`` (or the same structure as 
     id = "send-reminder"
     type = "send"
     template = "abandoned-cart"
+    # route = "esp"                    # optional: else the template's route, else "default"
 
 Steps run in order unless ``next`` (send, wait), ``then``/``else`` (branch) or
 ``on_event``/``on_timeout`` (wait_until) name another step, or ``"exit"``. Running past the last
@@ -52,26 +53,37 @@ from typing import Any
 
 import orjson
 
+from engine.consent import check_purpose
 from engine.decide.conditions import Condition, merge_windows, parse_condition, parse_conditions
 from engine.decide.durations import parse_duration
 from engine.errors import WorkflowInvalid
+from engine.experiments.model import EXPERIMENT_KEYS, Experiment, parse_experiment
+from engine.offers.model import OFFER_ID, Offer, parse_offers
 
 EXIT = "exit"  # a step target that ends the enrollment as exited
+DEFAULT_ROUTE = "default"  # where a send goes when neither its step nor its template names a route
 CATEGORIES = ("marketing", "transactional")
 STEP_TYPES = ("send", "wait", "wait_until", "branch", "exit")
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _TOP_KEYS = {
     "id", "name", "description", "category", "version", "enabled", "expires_after",
-    "reentry", "params", "trigger", "goal", "steps",
+    "reentry", "params", "trigger", "goal", "steps", "priority", "quiet_hours",
+    "requires_consent", "offers",
 }  # fmt: skip
+# Priorities (docs/caps.md): a number from 0 to 100, or one of these names.
+PRIORITIES = {"high": 80, "normal": 50, "low": 20}
+DEFAULT_PRIORITY = PRIORITIES["normal"]
 _STEP_KEYS = {
-    "send": {"template", "route", "next"},
-    "wait": {"duration", "next"},
+    "send": {"template", "route", "next", "offer", *EXPERIMENT_KEYS},
+    "wait": {"duration", "next", *EXPERIMENT_KEYS},
     "wait_until": {"event", "where", "match", "timeout", "on_event", "on_timeout"},
     "branch": {"condition", "then", "else"},
     "exit": {"reason"},
 }
+
+DEFAULT_ATTRIBUTION_S = 7 * 86400.0  # [goal] attribution_window when not given
+_GOAL_KEYS = ("attribution_window", "revenue")
 
 # A target: a step id, EXIT, or None for "past the last step" (the enrollment completes).
 Target = str | None
@@ -95,8 +107,14 @@ class Step:
 @dataclass(frozen=True, slots=True)
 class SendStep(Step):
     template: str
-    route: str
+    route: str | None  # None: the template's route, else DEFAULT_ROUTE (see route_for)
     next: Target
+    experiment: Experiment | None = None
+    offer: str | None = None  # an [offers.NAME] whose code and value the template shows
+
+    def route_for(self, template_routes: Mapping[str, str]) -> str:
+        """The route this step sends through: its own, else its template's, else the default."""
+        return self.route or template_routes.get(self.template) or DEFAULT_ROUTE
 
     @property
     def type(self) -> str:
@@ -110,6 +128,7 @@ class SendStep(Step):
 class WaitStep(Step):
     duration: float
     next: Target
+    experiment: Experiment | None = None
 
     @property
     def type(self) -> str:
@@ -169,6 +188,29 @@ class EventMatch:
     events: tuple[str, ...]
     where: tuple[Condition, ...] = ()
     segment: str | None = None
+    catalog: CatalogTrigger | None = None
+
+
+CATALOG_KINDS = ("price_drop", "back_in_stock")
+# The synthetic trigger event of each kind's enrollments (its properties: the product).
+ALERT_EVENTS = {"price_drop": "Price Dropped", "back_in_stock": "Back In Stock"}
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTrigger:
+    """A fan-out trigger on a catalog change (``[trigger] catalog = "price_drop"``).
+
+    ``price_drop``: the catalog price fell by at least ``min_drop_percent``; it mails the
+    contacts who viewed or carted the product within ``lookback`` and did not buy it since.
+    ``back_in_stock``: the stock went from 0 (or less) to more; it mails the contacts who
+    viewed or carted the product while it was out of stock, within ``lookback``.
+    Either way a contact gets at most one alert of the workflow per product per ``window``.
+    """
+
+    kind: str
+    lookback: float
+    window: float
+    min_drop_percent: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +243,26 @@ class Workflow:
     source: str
     definition: Mapping[str, Any]  # as written (before parameters), for the store
     by_id: Mapping[str, Step] = field(repr=False, compare=False, default_factory=dict)
+    # When the frequency cap binds, a higher priority pre-empts a lower one still queued.
+    priority: int = DEFAULT_PRIORITY
+    # "default" (the setting, marketing only), "none", or a window such as "22:00-07:00".
+    quiet_hours: str = "default"
+    # [goal] attribution_window: a conversion counts for the last mail sent within it.
+    attribution_window: float = DEFAULT_ATTRIBUTION_S
+    revenue_property: str | None = None  # [goal] revenue: the property holding the amount
+    # Enroll only contacts whose consent for this purpose is granted; re-checked at send time.
+    requires_consent: str | None = None
+    # The offers its send steps may name: its own [offers.NAME] tables, plus (once bound by
+    # the registry) the ones configured in the settings.
+    offers: Mapping[str, Offer] = field(repr=False, compare=False, default_factory=dict)
+
+    def experiments(self) -> tuple[Experiment, ...]:
+        """The experiments of this version's steps, in step order."""
+        return tuple(
+            s.experiment
+            for s in self.steps
+            if isinstance(s, SendStep | WaitStep) and s.experiment is not None
+        )
 
     @property
     def first_step(self) -> str:
@@ -322,9 +384,21 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
     if not isinstance(enabled, bool):
         raise ValueError(f"enabled must be true or false, got {enabled!r}")
     expires = raw.get("expires_after")
-    steps = _steps(raw.get("steps"))
+    steps = _steps(raw.get("steps"), wf_id)
     by_id = {step.id: step for step in steps}
     _check_graph(steps, by_id)
+    seen_experiments: set[str] = set()
+    for step in steps:
+        exp = getattr(step, "experiment", None)
+        if exp is not None:
+            if exp.id in seen_experiments:
+                raise ValueError(f"step {step.id!r}: experiment {exp.id!r} is used twice")
+            seen_experiments.add(exp.id)
+    goal_raw = raw.get("goal")
+    window, revenue = _goal_extras(goal_raw)
+    requires = raw.get("requires_consent")
+    if requires is not None:
+        check_purpose(requires, "requires_consent")
     return Workflow(
         id=wf_id,
         version=version,
@@ -334,13 +408,60 @@ def _parse(data: Mapping[str, Any], source: str, overrides: Mapping[str, Any]) -
         reentry=_reentry(raw.get("reentry", "always")),
         expires_after=None if expires is None else _duration(expires, "expires_after"),
         trigger=_trigger(raw.get("trigger")),
-        goal=_event_match(raw["goal"], "goal") if "goal" in raw else None,
+        goal=_event_match(_without(goal_raw, _GOAL_KEYS), "goal") if "goal" in raw else None,
         steps=steps,
         params=params,
         source=source,
         definition=dict(data),
         by_id=by_id,
+        priority=parse_priority(raw.get("priority", DEFAULT_PRIORITY), "priority"),
+        quiet_hours=_quiet_hours(raw.get("quiet_hours", "default")),
+        attribution_window=window,
+        revenue_property=revenue,
+        requires_consent=requires,
+        offers=parse_offers(raw.get("offers")),
     )
+
+
+def parse_priority(raw: object, where: str) -> int:
+    """``high``/``normal``/``low`` or a whole number from 0 to 100."""
+    if isinstance(raw, str) and raw in PRIORITIES:
+        return PRIORITIES[raw]
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw <= 100:
+        return raw
+    raise ValueError(
+        f"{where} must be high, normal, low or a whole number from 0 to 100, got {raw!r}"
+    )
+
+
+def _quiet_hours(raw: object) -> str:
+    from engine.pacing.quiet import QuietHours
+
+    if raw in ("default", "none"):
+        return str(raw)
+    try:
+        return str(QuietHours.parse(raw))  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f'quiet_hours: {exc} (or "default", "none")') from None
+
+
+def _without(raw: object, keys: Iterable[str]) -> object:
+    if not isinstance(raw, Mapping):
+        return raw
+    return {k: v for k, v in raw.items() if k not in keys}
+
+
+def _goal_extras(raw: object) -> tuple[float, str | None]:
+    """``[goal]``'s ``attribution_window`` and ``revenue`` (docs/experiments.md)."""
+    if not isinstance(raw, Mapping):
+        return DEFAULT_ATTRIBUTION_S, None
+    window = DEFAULT_ATTRIBUTION_S
+    if "attribution_window" in raw:
+        window = _duration(raw["attribution_window"], "[goal].attribution_window")
+    revenue = raw.get("revenue")
+    if revenue is not None and (not isinstance(revenue, str) or not revenue):
+        raise ValueError(f"[goal] revenue must name an event property, got {revenue!r}")
+    return window, revenue
 
 
 def _params(raw: object, overrides: Mapping[str, Any], wf_id: str) -> dict[str, Any]:
@@ -377,7 +498,7 @@ def _param(params: Mapping[str, Any], name: str, where: str) -> Any:
     return params[name]
 
 
-def _steps(raw: object) -> tuple[Step, ...]:
+def _steps(raw: object, wf_id: str = "") -> tuple[Step, ...]:
     if not isinstance(raw, list) or not raw:
         raise ValueError("a workflow needs at least one [[steps]]")
     ids: list[str] = []
@@ -391,10 +512,10 @@ def _steps(raw: object) -> tuple[Step, ...]:
             raise ValueError(f"step {step_id!r}: the id is used twice")
         ids.append(step_id)
     following = [*ids[1:], None]
-    return tuple(_step(item, ids[i], following[i]) for i, item in enumerate(raw))
+    return tuple(_step(item, ids[i], following[i], wf_id) for i, item in enumerate(raw))
 
 
-def _step(raw: Mapping[str, Any], step_id: str, following: Target) -> Step:
+def _step(raw: Mapping[str, Any], step_id: str, following: Target, wf_id: str = "") -> Step:
     where = f"step {step_id!r}"
     kind = raw.get("type")
     if kind not in STEP_TYPES:
@@ -411,14 +532,27 @@ def _step(raw: Mapping[str, Any], step_id: str, following: Target) -> Step:
         template = raw.get("template")
         if not isinstance(template, str) or not template.strip():
             raise ValueError(f"{where}: missing template name")
-        route = raw.get("route", "default")
-        if not isinstance(route, str) or not route:
+        route = raw.get("route")
+        if route is not None and (not isinstance(route, str) or not route):
             raise ValueError(f"{where}: route must be a route name")
-        return SendStep(step_id, template.strip(), route, target("next"))
+        experiment = parse_experiment(
+            raw, workflow_id=wf_id, step_id=step_id, kind=kind, duration=_duration
+        )
+        offer = raw.get("offer")
+        if offer is not None and (not isinstance(offer, str) or not OFFER_ID.fullmatch(offer)):
+            raise ValueError(f"{where}: offer must name an [offers.NAME] table, got {offer!r}")
+        return SendStep(step_id, template.strip(), route, target("next"), experiment, offer)
     if kind == "wait":
+        experiment = parse_experiment(
+            raw, workflow_id=wf_id, step_id=step_id, kind=kind, duration=_duration
+        )
         if "duration" not in raw:
-            raise ValueError(f"{where}: a wait needs a duration")
-        return WaitStep(step_id, _duration(raw["duration"], f"{where}.duration"), target("next"))
+            if experiment is None:
+                raise ValueError(f"{where}: a wait needs a duration")
+            longest = max(v.duration or 0.0 for v in experiment.variants)
+            return WaitStep(step_id, longest, target("next"), experiment)
+        duration = _duration(raw["duration"], f"{where}.duration")
+        return WaitStep(step_id, duration, target("next"), experiment)
     if kind == "wait_until":
         event = raw.get("event")
         if not isinstance(event, str) or not event:
@@ -501,6 +635,8 @@ def _event_match(raw: object, where: str) -> EventMatch:
 
 
 def _trigger(raw: object) -> EventMatch:
+    if isinstance(raw, Mapping) and "catalog" in raw:
+        return _catalog_trigger(raw)
     if isinstance(raw, Mapping) and "segment_entered" in raw:
         _only(raw, {"segment_entered", "where"}, "[trigger]")
         segment = raw["segment_entered"]
@@ -508,6 +644,41 @@ def _trigger(raw: object) -> EventMatch:
             raise ValueError(f"[trigger] segment_entered must be a segment id, got {segment!r}")
         return EventMatch((), parse_conditions(raw.get("where"), "[trigger].where"), segment)
     return _event_match(raw, "trigger")
+
+
+def _catalog_trigger(raw: Mapping[str, Any]) -> EventMatch:
+    kind = raw["catalog"]
+    if kind not in CATALOG_KINDS:
+        raise ValueError(
+            f"[trigger] catalog must be one of {', '.join(CATALOG_KINDS)}, got {kind!r}"
+        )
+    allowed = {"catalog", "lookback", "window", "where"}
+    if kind == "price_drop":
+        allowed.add("min_drop_percent")
+    _only(raw, allowed, "[trigger]")
+    for key in ("lookback", "window"):
+        if key not in raw:
+            raise ValueError(f'[trigger] a catalog trigger needs {key} (e.g. {key} = "7d")')
+    drop = 0.0
+    if kind == "price_drop":
+        value = raw.get("min_drop_percent")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(
+                f"[trigger] min_drop_percent must be a number from 0 to 100, got {value!r}"
+            )
+        if not 0 < value < 100:
+            raise ValueError(
+                f"[trigger] min_drop_percent must be more than 0 and less than 100, got {value!r}"
+            )
+        drop = float(value)
+    trigger = CatalogTrigger(
+        kind,
+        _duration(raw["lookback"], "[trigger].lookback"),
+        _duration(raw["window"], "[trigger].window"),
+        drop,
+    )
+    where = parse_conditions(raw.get("where"), "[trigger].where")
+    return EventMatch((), where, None, trigger)
 
 
 def _reentry(raw: object) -> Reentry:

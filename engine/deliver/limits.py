@@ -14,6 +14,8 @@ error-rate watch that pauses a route. Pure state machines: no I/O, time comes fr
   throttled relative to the rate it was actually getting replies at when first cut.
 - :class:`ErrorWatch`: a route whose share of errors over a sliding window passes a threshold
   (with a minimum number of samples) should pause itself.
+- :class:`Share`: the limits are the cluster's; each deliver node enforces its share of them
+  (``Limiter.in_force``), given by :mod:`engine.deliver.presence`.
 """
 
 from __future__ import annotations
@@ -113,6 +115,80 @@ class RouteLimits:
                 for name, rule in sorted(self.domains.items())
             },
         }
+
+
+@dataclass(frozen=True)
+class Share:
+    """This node's part of a route's cluster-wide limits: one of ``members`` deliver nodes
+    serving the route, ``rank`` its place among them (see :mod:`engine.deliver.presence`).
+
+    Rates (``per_second``, ``burst``) are divided by ``members``. Counts (``per_minute``,
+    ``per_hour``, concurrency) are divided too, the remainder going to the lowest ranks so the
+    parts add up to the limit; a count smaller than ``members`` becomes 1 per node (0 would
+    mean "no limit"). ``held``: not (yet) in touch with the other nodes, so this node cannot
+    know its part: it sends nothing on a limited route until it is.
+    """
+
+    members: int = 1
+    rank: int = 0
+    held: bool = False
+
+    def __post_init__(self) -> None:
+        if self.members < 1 or not 0 <= self.rank < self.members:
+            raise ConfigError(f"share: rank {self.rank} of {self.members} members")
+
+    @property
+    def whole(self) -> bool:
+        return self.members == 1 and not self.held
+
+    def count(self, limit: int) -> int:
+        if not limit or self.members == 1:
+            return limit
+        base, extra = divmod(limit, self.members)
+        return max(1, base + (1 if self.rank < extra else 0))
+
+    def rate(self, rate: Rate) -> Rate:
+        if rate.unlimited or self.members == 1:
+            return rate
+        return Rate(
+            per_second=rate.per_second / self.members,
+            per_minute=self.count(rate.per_minute),
+            per_hour=self.count(rate.per_hour),
+            burst=rate.burst / self.members,
+        )
+
+    def of(self, limits: RouteLimits) -> RouteLimits:
+        """The part of ``limits`` this node enforces."""
+        if self.members == 1:
+            return limits
+        return RouteLimits(
+            rate=self.rate(limits.rate),
+            domain_concurrency=self.count(limits.domain_concurrency),
+            domain_rate=self.rate(limits.domain_rate),
+            domains={
+                name: DomainRule(
+                    concurrency=None if rule.concurrency is None else self.count(rule.concurrency),
+                    rate=None if rule.rate is None else self.rate(rule.rate),
+                )
+                for name, rule in limits.domains.items()
+            },
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"members": self.members, "rank": self.rank, "held": self.held}
+
+
+def has_limits(limits: RouteLimits) -> bool:
+    """Whether anything in ``limits`` is limited (then it is shared between the nodes)."""
+    return bool(
+        not limits.rate.unlimited
+        or limits.domain_concurrency
+        or not limits.domain_rate.unlimited
+        or any(
+            rule.concurrency or (rule.rate is not None and not rule.rate.unlimited)
+            for rule in limits.domains.values()
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -281,25 +357,47 @@ class Limiter:
     """
 
     def __init__(
-        self, limits: RouteLimits, clock: TimeSource, adaptive: Adaptive | None = None
+        self,
+        limits: RouteLimits,
+        clock: TimeSource,
+        adaptive: Adaptive | None = None,
+        share: Share | None = None,
     ) -> None:
         self._clock = clock
         self.adaptive = adaptive or Adaptive()
         now = clock.now()
-        self.limits = limits
-        self._route = RateGate(limits.rate, now)
+        self.limits = limits  # the route's limits, for the whole cluster
+        self.share = share or Share()
+        self._in_force = self.share.of(limits)  # this node's part of them
+        self._held = self.share.held and has_limits(limits)
+        self._route = RateGate(self._in_force.rate, now)
         self._domains: dict[str, _Domain] = {}
+
+    @property
+    def in_force(self) -> RouteLimits:
+        """The limits this node enforces: its share of :attr:`limits`."""
+        return self._in_force
 
     def set_limits(self, limits: RouteLimits) -> None:
         """Change the limits live; transactions in progress and window history are kept."""
-        now = self._clock.now()
         self.limits = limits
-        self._route.update(limits.rate, now)
+        self._refresh()
+
+    def set_share(self, share: Share) -> None:
+        """This node's part of the limits changed (a node joined or left); history is kept."""
+        self.share = share
+        self._refresh()
+
+    def _refresh(self) -> None:
+        now = self._clock.now()
+        self._in_force = self.share.of(self.limits)
+        self._held = self.share.held and has_limits(self.limits)
+        self._route.update(self._in_force.rate, now)
         for name, state in self._domains.items():
             self._apply(name, state, now)
 
     def _apply(self, name: str, state: _Domain, now: float) -> None:
-        _, rate = self.limits.for_domain(name)
+        _, rate = self._in_force.for_domain(name)
         state.gate.update(rate, now, factor=state.factor, base=state.base)
 
     def _state(self, domain: str, now: float) -> _Domain:
@@ -307,7 +405,7 @@ class Limiter:
         if state is None:
             if len(self._domains) >= _MAX_IDLE_DOMAINS:
                 self._prune()
-            state = _Domain(self.limits.for_domain(domain)[1], now)
+            state = _Domain(self._in_force.for_domain(domain)[1], now)
             self._domains[domain] = state
         elif state.factor < 1.0:
             self._recover(domain, state, now)
@@ -318,11 +416,14 @@ class Limiter:
             del self._domains[name]
 
     def acquire(self, domain: str) -> float:
-        """Take a slot for one transaction to ``domain`` now (0.0), or say how long to wait."""
+        """Take a slot for one transaction to ``domain`` now (0.0), or say how long to wait
+        (``inf``: until a :meth:`release` or a new share)."""
+        if self._held:
+            return math.inf
         now = self._clock.now()
         wait = self._route.delay(now)
         state = self._state(domain, now)
-        concurrency, _ = self.limits.for_domain(domain)
+        concurrency, _ = self._in_force.for_domain(domain)
         if concurrency and state.active >= concurrency:
             return math.inf
         wait = max(wait, state.gate.delay(now))
@@ -355,7 +456,7 @@ class Limiter:
         deferrals = state.deferrals
         if deferrals < rule.min_deferrals or deferrals < rule.ratio * len(samples):
             return False
-        if state.factor >= 1.0 and not self.limits.for_domain(domain)[1].per_second:
+        if state.factor >= 1.0 and not self._in_force.for_domain(domain)[1].per_second:
             first = samples[0][0]
             state.base = max(1.0, len(samples) / max(1.0, now - first))
         state.factor = max(rule.floor, state.factor * rule.decrease)
@@ -397,6 +498,7 @@ class Limiter:
                 }
         return {
             "limits": self.limits.as_dict(),
+            "share": self.share.as_dict(),
             "per_second": self._route.per_second,
             **self._route.counts(now),
             "domains": domains,

@@ -49,6 +49,8 @@ class DeliveryTuning:
     idle_close_after: float = 120.0  # QUIT a connection idle this long
     drain_timeout: float = 30.0  # stop(): how long in-flight transactions may take to finish
     pause_recheck: float = 10.0  # a paused route hands intents back for this long
+    presence_interval: float = 1.0  # deliver nodes announce themselves this often (presence)
+    presence_ttl: float = 3.0  # a node not heard from this long is dropped from the shares
     throttle: Adaptive = field(default_factory=Adaptive)  # per-domain adaptive throttling
     pause: PauseRule = field(default_factory=PauseRule)  # route auto-pause
 
@@ -63,9 +65,16 @@ class DeliveryTuning:
             "route_backoff_max",
             "lease_seconds",
             "pause_recheck",
+            "presence_interval",
         ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"delivery.{name} must be positive, got {getattr(self, name)}")
+        if not self.presence_ttl >= 2 * self.presence_interval:
+            raise ConfigError(
+                f"delivery.presence_ttl must be at least twice presence_interval "
+                f"({self.presence_interval:g} s), got {self.presence_ttl:g}: one late "
+                "announcement would drop a live node"
+            )
         if not 0 <= self.retry_jitter < 1:
             raise ConfigError(f"delivery.retry_jitter must be in [0, 1), got {self.retry_jitter}")
         for name in ("max_attempts", "claim_batch", "max_inflight"):

@@ -3,7 +3,8 @@
 One Python process renders, builds and sends on one core. ``engine.deliver_processes = N`` makes
 the local node start N child processes that claim and send intents from the same store, woken by
 ``intents.ready`` (see :mod:`engine.deliver.wakeup`), so decide and deliver run on different
-cores. Each child gets the parent's settings on stdin (never on the command line, where other
+cores. They share the route limits through ``presence`` like separate deliver nodes.
+Each child gets the parent's settings on stdin (never on the command line, where other
 users could read the NATS token), dies with its parent (PR_SET_PDEATHSIG) and is stopped with
 SIGINT — finishing its in-flight sends — when the parent stops.
 """
@@ -32,22 +33,6 @@ from engine.natsserver import die_with_parent
 log = logging.getLogger(__name__)
 
 
-_RATE_KEYS = ("per_second", "burst", "domain_per_second")
-_COUNT_KEYS = ("per_minute", "per_hour", "domain_per_minute", "domain_per_hour")
-_SHARED_COUNTS = ("connections", "domain_concurrency", "concurrency")
-
-
-def _share(values: dict[str, Any], n: int) -> None:
-    """Give one of ``n`` processes its share of every limit in ``values`` (in place)."""
-    for key, value in values.items():
-        if not value or isinstance(value, bool) or not isinstance(value, int | float):
-            continue  # 0: no limit
-        if key in _RATE_KEYS:
-            values[key] = value / n
-        elif key in _COUNT_KEYS or key in _SHARED_COUNTS:
-            values[key] = max(1, int(value) // n)
-
-
 def child_settings(
     settings: Settings,
     *,
@@ -59,18 +44,16 @@ def child_settings(
     nats_auth: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The settings of deliver process ``index`` of ``count``: the parent's, pointed at its
-    services, with 1/count of every route's rate and concurrency limit and connection pool, so
-    that together the processes keep to the limits the operator set (a limit smaller than
-    ``count`` becomes 1 per process, the only way above it)."""
+    services, with 1/count of every connection pool, so that together the processes open as
+    many connections as the operator set. The route limits are left whole: the processes
+    share them like any deliver nodes, through ``presence`` (a process that dies hands its
+    share to the others)."""
     data = settings.to_dict(redact=False)
     if count > 1:
         data["smtp"]["connections"] = max(1, int(data["smtp"]["connections"]) // count)
         for route in data.get("routes", {}).values():
-            _share(route, count)
-            for rule in route.get("domains", {}).values():
-                rule_values = dict(rule)
-                _share(rule_values, count)
-                rule.update(rule_values)
+            if route.get("connections"):
+                route["connections"] = max(1, int(route["connections"]) // count)
     data["engine"].update(
         role="deliver", node=f"{settings.engine.node}-deliver{index}", deliver_processes=0
     )

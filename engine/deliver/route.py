@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from engine.clock import Clock
-from engine.deliver.limits import ErrorWatch, Limiter, RouteLimits
+from engine.deliver.limits import ErrorWatch, Limiter, RouteLimits, Share, has_limits
 from engine.deliver.model import Job
 from engine.deliver.policy import DeliveryTuning, too_many_recipients
 from engine.deliver.relay import RelayConfig
@@ -180,6 +180,31 @@ class Route:
         """Change the route's limits live (jobs in progress finish; windows keep their history)."""
         self._limiter.set_limits(limits)
         log.info("route %s: limits changed to %s", self.name, limits.as_dict())
+        self._pump()
+
+    @property
+    def share(self) -> Share:
+        return self._limiter.share
+
+    def set_share(self, share: Share) -> None:
+        """This node's part of the route's cluster-wide limits (see ``presence``)."""
+        if share == self._limiter.share:
+            return
+        self._limiter.set_share(share)
+        if has_limits(self._limiter.limits):
+            if share.held:
+                log.warning(
+                    "route %s: holding its sends until this node is in touch with the other "
+                    "deliver nodes (it cannot know its share of the limits)",
+                    self.name,
+                )
+            else:
+                log.info(
+                    "route %s: %d deliver node(s) share its limits; this one is #%d",
+                    self.name,
+                    share.members,
+                    share.rank + 1,
+                )
         self._pump()
 
     def state(self) -> dict[str, Any]:

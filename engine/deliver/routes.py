@@ -13,13 +13,14 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from engine.config import ROUTE_RELAY_KEYS, RouteSettings, Settings
+from engine.decide.workflow import DEFAULT_ROUTE as DEFAULT_ROUTE  # the name routes use
 from engine.decide.workflow import SendStep, Workflow
 from engine.deliver.limits import DomainRule, Rate, RouteLimits
 from engine.deliver.policy import DeliveryTuning
 from engine.deliver.relay import RelayConfig, TlsMode, is_loopback
 from engine.errors import ConfigError
+from engine.render.templates import TemplateSource
 
-DEFAULT_ROUTE = "default"
 KEYRING_PREFIX = "campaign-console/route/"
 _DEFAULT_PORTS = {"implicit": 465, "starttls": 587, "none": 25}
 
@@ -208,5 +209,23 @@ def unknown_routes(workflows: Iterable[Workflow], known: Collection[str]) -> lis
         f"configured (routes: {names}; add [routes.{step.route}] to the settings)"
         for wf in workflows
         for step in wf.steps
-        if isinstance(step, SendStep) and step.route not in known
+        if isinstance(step, SendStep) and step.route is not None and step.route not in known
+    ]
+
+
+def unknown_template_routes(
+    templates: Iterable[TemplateSource] | Mapping[str, str], known: Collection[str]
+) -> list[str]:
+    """A sentence for every template that names a route not in ``known`` (``templates``: the
+    sources, or template id -> route)."""
+    if isinstance(templates, Mapping):
+        named = sorted(templates.items())
+    else:
+        named = [(t.id, t.route) for t in templates if t.route is not None]
+    names = ", ".join(sorted(known))
+    return [
+        f"template {template!r}: route {route!r} is not configured (routes: {names}; "
+        f"add [routes.{route}] to the settings)"
+        for template, route in named
+        if route not in known
     ]

@@ -25,15 +25,17 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
+from engine.catalog.send_data import CATALOG_VARIABLES, attach, is_alert
 from engine.clock import Clock
 from engine.config import Settings
 from engine.deliver import outcomes, queues
 from engine.deliver.committer import GroupCommitter
 from engine.deliver.compose import Composer, Identity, check_at_send_time
 from engine.deliver.ledger import Ledger, Recovery
-from engine.deliver.limits import RouteLimits
+from engine.deliver.limits import RouteLimits, Share
 from engine.deliver.model import UNCERTAIN, ClaimBatch, ClaimedIntent, Job, Outcome
 from engine.deliver.policy import DeliveryTuning
+from engine.deliver.presence import fingerprint
 from engine.deliver.relay import RelayConfig
 from engine.deliver.route import Route
 from engine.deliver.routes import DEFAULT_ROUTE, RouteSpec, route_specs
@@ -92,7 +94,15 @@ class DeliveryService:
                 f"no DKIM key for the sending domain {identity.message_id_domain!r} of "
                 f"sending.from_address (keys for: {', '.join(signer.domains)})"
             )
-        self._composer = Composer(renderer, tokens, identity, signer)
+        from engine.tracking import TrackingLinks
+
+        tracker = TrackingLinks.from_settings(
+            tokens,
+            identity.public_url,
+            opens=settings.tracking.opens,
+            clicks=settings.tracking.clicks,
+        )
+        self._composer = Composer(renderer, tokens, identity, signer, tracker)
         # DKIM's RSA operation (~0.6 ms) runs on these threads, off the event loop and in
         # parallel: the cryptography library releases the GIL while it signs.
         self._signing: ThreadPoolExecutor | None = None
@@ -135,6 +145,11 @@ class DeliveryService:
     # -- public interface -------------------------------------------------------------------
 
     @property
+    def composer(self) -> Composer:
+        """What renders and builds each message (previews use it, to show the same bytes)."""
+        return self._composer
+
+    @property
     def renderer(self) -> Renderer:
         return self._composer.renderer
 
@@ -146,6 +161,12 @@ class DeliveryService:
     def inflight(self) -> int:
         """Intents claimed by this service and not finished yet."""
         return len(self._inflight)
+
+    @property
+    def awaiting_replies(self) -> bool:
+        """True while a mail transaction on some route waits for the relay (its envelope or
+        its final dot sent): the decide worker lets it finish before a batch (on SQLite)."""
+        return any(route.busy for route in self.routes.values())
 
     def notify(self, intent_ids: Sequence[str]) -> None:
         """Intents just committed as ``queued``: claim them without waiting for the poller.
@@ -240,6 +261,18 @@ class DeliveryService:
         """Change a route's limits live (in memory: the settings file is not rewritten)."""
         self.route(name).set_limits(limits)
 
+    def route_fingerprints(self) -> dict[str, str]:
+        """Each route's name and a digest of its limits (announced by ``presence``)."""
+        return {name: fingerprint(route.limits) for name, route in self.routes.items()}
+
+    def set_route_shares(self, shares: Mapping[str, Share]) -> None:
+        """This node's part of each route's cluster-wide limits (from ``presence``); routes
+        not named keep theirs."""
+        for name, share in shares.items():
+            route = self.routes.get(name)
+            if route is not None:
+                route.set_share(share)
+
     def pause_route(self, name: str, reason: str) -> int:
         """Pause a route in memory; returns how many queued jobs went back to the ledger."""
         return len(self.route(name).pause(reason))
@@ -316,9 +349,23 @@ class DeliveryService:
     async def _claim(self, limit: int, ids: list[str] | None) -> ClaimBatch:
         now = self._clock.now()
         lease_until = now + self.tuning.lease_seconds
-        return await self._run_blocking(
+        batch = await self._run_blocking(
             lambda: self._ledger.claim(now=now, lease_until=lease_until, limit=limit, ids=ids)
         )
+        # Catalog data (current prices, the cart, recommendations; the alert re-check) only
+        # for the intents whose template reads it or that are catalog alerts.
+        uses = self._composer.renderer.variables
+        wanted = [
+            (i.contact_id, i.context)
+            for i in batch.intents
+            if is_alert(i.context) or uses(i.template_id) & CATALOG_VARIABLES
+        ]
+        if wanted:
+            try:
+                await self._run_blocking(lambda: attach(self._store, wanted, now))
+            except Exception:  # sent without it: the template shows what the event said
+                log.exception("deliver: loading catalog data failed")
+        return batch
 
     async def _dispatch(self, batch: ClaimBatch) -> None:
         now = self._clock.now()

@@ -49,6 +49,38 @@ DOT = b".\r\n"
 _LOST = (SMTPServerDisconnected, SMTPTimeoutError, ConnectionError, OSError)
 
 
+class PipeliningProtocol(SMTPProtocol):
+    """aiosmtplib's protocol with one addition: while ``pipeline`` is set, every byte that
+    arrives goes to it (to parse several pipelined replies from one buffer, which
+    ``read_response`` cannot do: it drops data that arrives while a parsed reply waits).
+
+    A connection's protocol becomes one of these right after connecting (see
+    :func:`_adopt`). Overriding ``data_received`` on the instance instead would work on
+    asyncio's own loop only: uvloop binds the transport to the method once.
+    """
+
+    pipeline: Callable[[bytes], None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline(data)
+        else:
+            super().data_received(data)
+
+
+def _adopt(protocol: SMTPProtocol) -> PipeliningProtocol:
+    """Make a connected aiosmtplib protocol a :class:`PipeliningProtocol` (the subclass adds
+    no state), and rebind its transport so the loop calls the new ``data_received``."""
+    if not isinstance(protocol, PipeliningProtocol):
+        protocol.__class__ = PipeliningProtocol
+        transport = protocol.transport
+        if transport is not None:
+            transport.set_protocol(protocol)
+    assert isinstance(protocol, PipeliningProtocol)
+    return protocol
+
+
 def stuff(message: bytes) -> bytes:
     """Dot-stuff a CRLF message for DATA (RFC 5321 4.5.2), ending in CRLF, without the dot."""
     if message.startswith(b"."):
@@ -163,6 +195,8 @@ class SmtpConnection:
         self._eight_bit = smtp.supports_extension("8bitmime")
         self._size = smtp.supports_extension("size")
         self._pipelining = smtp.supports_extension("pipelining")
+        if self._pipelining and smtp.protocol is not None:
+            _adopt(smtp.protocol)
         self.last_used = time.monotonic()
 
     def _protocol(self) -> SMTPProtocol:
@@ -193,7 +227,7 @@ class SmtpConnection:
             mail_from = b"FROM:<" + envelope.sender.encode("ascii") + b">"
             if self._pipelining:
                 return await self._pipelined(
-                    protocol, envelope, mail_from, params, body, before_dot
+                    _adopt(protocol), envelope, mail_from, params, body, before_dot
                 )
             response = await protocol.execute_command(b"MAIL", mail_from, *params, timeout=timeout)
             if response.code != 250:
@@ -218,7 +252,7 @@ class SmtpConnection:
 
     async def _pipelined(
         self,
-        protocol: SMTPProtocol,
+        protocol: PipeliningProtocol,
         envelope: Envelope,
         mail_from: bytes,
         params: list[bytes],
@@ -337,16 +371,16 @@ class SmtpConnection:
 
 
 async def _read_replies(
-    protocol: SMTPProtocol, count: int, timeout: float | None
+    protocol: PipeliningProtocol, count: int, timeout: float | None
 ) -> tuple[list[SMTPResponse], str | None]:
     """Read the replies to ``count`` pipelined commands: the replies that arrived, and ``None``
     or how the connection failed before all of them did.
 
     aiosmtplib's ``read_response`` expects one command at a time: data arriving while a parsed
     reply waits to be picked up is dropped, and replies already in its buffer are not parsed
-    until more data comes. So while the replies come in, the protocol's ``data_received`` is
-    replaced by one that parses every complete reply from the same buffer; a lost connection
-    still shows as an exception on the protocol's response waiter.
+    until more data comes. So while the replies come in, the protocol's ``pipeline`` hook
+    parses every complete reply from the same buffer; a lost connection still shows as an
+    exception on the protocol's response waiter.
     """
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
@@ -374,7 +408,7 @@ async def _read_replies(
         if len(replies) == count:
             done.set_result(None)
 
-    setattr(protocol, "data_received", received)  # noqa: B010 (an instance override)
+    protocol.pipeline = received
     try:
         received(b"")  # replies already buffered
         waits: set[asyncio.Future[Any]] = {done, lost}
@@ -391,7 +425,7 @@ async def _read_replies(
     except SMTPResponseException as exc:
         return replies, _describe(exc)
     finally:
-        del protocol.data_received  # the class's method again
+        protocol.pipeline = None
         if not done.done():
             done.cancel()
 

@@ -31,10 +31,12 @@ from engine.ingest.body import (
     read_json,
 )
 from engine.ingest.publisher import EventPublisher
+from engine.ingest.tracking_pages import add_tracking_routes
 from engine.ingest.unsubscribe_pages import UnsubscribeHandler, add_unsubscribe_routes
 from engine.ingest.validate import ROOT_FIELD, format_time, normalize_with_stamp, parse_event
 from engine.ingest.webhooks import FeedbackHandler, add_webhook_routes
 from engine.telemetry import Telemetry
+from engine.tracking import TrackingLinks
 from engine.unsubscribe import UnsubscribeTokens
 
 SOURCE = "http"
@@ -77,6 +79,7 @@ class HttpService:
         tokens: UnsubscribeTokens | None = None,
         shutdown_timeout: float = 10.0,
         feedback: FeedbackHandler | None = None,
+        tracking: TrackingLinks | None = None,
     ) -> None:
         """``shutdown_timeout``: how long ``stop`` waits for requests in flight."""
         self.app = build_app(
@@ -88,6 +91,7 @@ class HttpService:
             unsubscribe=unsubscribe,
             tokens=tokens,
             feedback=feedback,
+            tracking=tracking,
         )
         self._runner = web.AppRunner(
             self.app,
@@ -126,6 +130,7 @@ def build_app(
     unsubscribe: UnsubscribeHandler | None = None,
     tokens: UnsubscribeTokens | None = None,
     feedback: FeedbackHandler | None = None,
+    tracking: TrackingLinks | None = None,
 ) -> web.Application:
     """The aiohttp application: tracking API, ``/metrics``, ``/healthz`` and ``/u/{token}``.
 
@@ -165,6 +170,9 @@ def build_app(
         add_unsubscribe_routes(app, tokens=tokens, handler=unsubscribe, telemetry=telemetry)
     if feedback is not None:
         add_webhook_routes(app, auth=auth, feedback=feedback, telemetry=telemetry)
+    if tracking is not None:
+        # Open pixel and click redirect ([tracking] opens/clicks; off by default).
+        add_tracking_routes(app, links=tracking, publisher=publisher, telemetry=telemetry)
     return app
 
 

@@ -17,6 +17,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.catalog.products import check_catalog_event, is_catalog_event
+from engine.consent import CONSENT_EVENTS, changes_in
 from engine.errors import EventInvalid
 from engine.events import EVENT_TYPES, Event
 from engine.ids import new_id
@@ -89,6 +91,8 @@ def parse_event(data: object, *, received_at: float | None = None) -> Event:
         raise EventInvalid("previousId", "is required for alias events")
 
     properties = _object(data.get("properties"), "properties")
+    if name is not None and kind == "track" and is_catalog_event(name):
+        check_catalog_event(properties)
     traits = _object(data.get("traits"), "traits")
     context = _object(data.get("context"), "context")
     _object(data.get("integrations"), "integrations")
@@ -112,6 +116,9 @@ def parse_event(data: object, *, received_at: float | None = None) -> Event:
             timestamp = original
         else:
             timestamp = received
+
+    if kind == "track" and name in CONSENT_EVENTS:
+        changes_in(name, properties, context)  # EventInvalid names the field at fault
 
     return Event(
         message_id=message_id,

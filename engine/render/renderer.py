@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from jinja2 import Template
+from jinja2 import Template, meta
 
 from engine.errors import RenderError
 from engine.render.compile import CompiledTemplate, compile_source, filename
@@ -49,6 +49,7 @@ class Renderer:
         self._html_env = make_environment(autoescape=True)
         self._text_env = make_environment(autoescape=False)
         self._templates: dict[str, CompiledTemplate] = {}
+        self._variables: dict[str, frozenset[str]] = {}
         for source in sources:
             self.load(source)
 
@@ -65,6 +66,15 @@ class Renderer:
         self._templates[source.id] = compile_source(
             source, html_env=self._html_env, text_env=self._text_env
         )
+        parts = (source.subject, source.body, source.text or "", source.preheader or "")
+        self._variables[source.id] = frozenset().union(
+            *(meta.find_undeclared_variables(self._text_env.parse(part)) for part in parts)
+        )
+
+    def variables(self, template_id: str) -> frozenset[str]:
+        """The context variables a loaded template reads (empty for an unknown id), so the
+        deliver stage loads data such as the catalog only for the templates that use it."""
+        return self._variables.get(template_id, frozenset())
 
     def has(self, template_id: str) -> bool:
         """Whether a template with this id is loaded."""

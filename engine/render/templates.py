@@ -3,7 +3,7 @@
 A template directory holds one folder per template, named by its id::
 
     templates/emails/abandoned-cart/
-        template.toml     name, version, subject, optional format/from/preheader
+        template.toml     name, version, subject, optional format/from/preheader/route
         body.mjml         or body.html: the Jinja2 source of the HTML part
         body.txt          optional: the Jinja2 source of the plain-text part
 
@@ -23,8 +23,17 @@ from engine.errors import TemplateInvalid
 
 FORMATS = ("html", "mjml")
 TEMPLATE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
+ROUTE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,99}")  # as [routes.NAME] in the settings
 
-_KEYS = {"name": str, "version": int, "subject": str, "format": str, "from": str, "preheader": str}
+_KEYS = {
+    "name": str,
+    "version": int,
+    "subject": str,
+    "format": str,
+    "from": str,
+    "preheader": str,
+    "route": str,
+}
 _REQUIRED = ("name", "version", "subject")
 
 
@@ -41,6 +50,7 @@ class TemplateSource:
     text: str | None = None  # Jinja2 source of the plain-text part; None: derived from the HTML
     from_address: str | None = None  # "Name <addr@domain>"; None: the engine default
     preheader: str | None = None  # Jinja2 source of the inbox preview line
+    route: str | None = None  # the route its sends take unless the send step names one
 
 
 def _read(path: Path) -> str:
@@ -67,6 +77,11 @@ def _settings(path: Path) -> dict[str, Any]:
         raise TemplateInvalid(f"{path}: missing {', '.join(map(repr, missing))}")
     if data["version"] < 1:
         raise TemplateInvalid(f"{path}: 'version' must be 1 or more")
+    if "route" in data and not ROUTE_NAME.fullmatch(data["route"]):
+        raise TemplateInvalid(
+            f"{path}: 'route' must be a route name (lower-case letters, digits, '.', '_', '-'), "
+            f"got {data['route']!r}"
+        )
     return data
 
 
@@ -97,6 +112,7 @@ def read_template(folder: Path) -> TemplateSource:
         text=_read(text_path) if text_path.is_file() else None,
         from_address=settings.get("from"),
         preheader=settings.get("preheader"),
+        route=settings.get("route"),
     )
 
 

@@ -152,5 +152,20 @@ class SegmentBuilder:
             index = self.segments.index
             if segment_id not in index.segments:
                 return None, 0, []
-            changes, _ = refresh(conn, index, {cid: {segment_id} for cid in ids}, now)
+            # The page's pending re-checks of the segment (and its dependents, evaluated too)
+            # go in one delete rather than one per contact; refresh writes the new ones. On
+            # SQLite the write lock keeps the id range to this page's contacts; on PostgreSQL
+            # a contact inserted meanwhile could fall in the range, so the ids are named.
+            targets = sorted(index.with_dependents((segment_id,)))
+            if self.store.is_sqlite:
+                in_page = sa.and_(r.c.contact_id >= ids[0], r.c.contact_id <= ids[-1])
+                conn.execute(sa.delete(r).where(r.c.segment_id.in_(targets), in_page))
+            else:
+                conn.execute(
+                    sa.delete(r).where(r.c.segment_id.in_(targets), r.c.contact_id.in_(ids))
+                )
+            target = frozenset((segment_id,))  # one set shared by the page's contacts
+            changes, _ = refresh(
+                conn, index, dict.fromkeys(ids, target), now, rechecks_cleared=True
+            )
         return ids[-1], len(ids), changes

@@ -57,6 +57,8 @@ class SegmentIndex:
     windows: Mapping[str, int] = field(default_factory=dict)  # event name -> longest window
     counted: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # per segment
     by_consent: frozenset[str] = frozenset()  # segments reading subscription or consent
+    reads_traits: frozenset[str] = frozenset()  # segments whose own condition reads traits
+    reads_consent: frozenset[str] = frozenset()  # ... reads consent (not just unsubscribed)
 
     @classmethod
     def build(cls, segments: Iterable[Segment]) -> SegmentIndex:
@@ -104,6 +106,12 @@ class SegmentIndex:
                 for sid, seg in newest.items()
                 if any(isinstance(n, Subscription | Consent) for n in walk(seg.condition))
                 for target in (sid, *dependents[sid])
+            ),
+            reads_traits=frozenset(sid for sid, seg in newest.items() if trait_keys(seg.condition)),
+            reads_consent=frozenset(
+                sid
+                for sid, seg in newest.items()
+                if any(isinstance(n, Consent) for n in walk(seg.condition))
             ),
         )
 
@@ -168,10 +176,14 @@ def load_profiles(
     contact_ids: Sequence[str],
     now: float,
     windows: Mapping[str, int] | None = None,
+    *,
+    traits: bool = True,
+    consent: bool = True,
 ) -> dict[str, Profile]:
     """Profiles (traits, consent, windows, current memberships) of the stored contacts; the
     activity loaded is that of ``windows`` (event name -> longest window; default: every
-    segment's)."""
+    segment's). ``traits``/``consent`` False: left empty, not read (decoding a contact's
+    JSON costs more than evaluating an event window over it)."""
     c, a, m = schema.contacts, schema.activity, schema.segment_members
     profiles: dict[str, Profile] = {}
     windows = index.windows if windows is None else windows
@@ -179,7 +191,7 @@ def load_profiles(
     since = now - max(windows.values(), default=0)
     if conn.dialect.name == "sqlite":
         for ids in _chunks(sorted(set(contact_ids))):
-            _load_lite(conn, profiles, ids, names, since)
+            _load_lite(conn, profiles, ids, names, since, traits=traits, consent=consent)
         return profiles
     for ids in _chunks(sorted(set(contact_ids))):
         query = sa.select(c.c.id, c.c.traits, c.c.unsubscribed_at, c.c.consent).where(
@@ -188,9 +200,9 @@ def load_profiles(
         for row in conn.execute(query):
             profiles[row.id] = Profile(
                 row.id,
-                dict(row.traits or {}),
+                dict(row.traits or {}) if traits else {},
                 row.unsubscribed_at is not None,
-                dict(row.consent or {}),
+                dict(row.consent or {}) if consent else {},
                 [],
             )
         if names:
@@ -214,18 +226,28 @@ def load_profiles(
 
 
 def _load_lite(
-    conn: Connection, profiles: dict[str, Profile], ids: list[str], names: list[str], since: float
+    conn: Connection,
+    profiles: dict[str, Profile],
+    ids: list[str],
+    names: list[str],
+    since: float,
+    *,
+    traits: bool,
+    consent: bool,
 ) -> None:
     """``load_profiles`` on SQLite's own cursor (see engine.decide.lite for why)."""
     marks = ", ".join("?" * len(ids))
-    found = lite.run(
-        conn,
-        f"SELECT id, traits, unsubscribed_at, consent FROM contacts WHERE id IN ({marks})",
-        ids,
+    columns = f"id, unsubscribed_at, {'traits' if traits else 'NULL'}, " + (
+        "consent" if consent else "NULL"
     )
-    for cid, traits, unsubscribed_at, consent in found:
+    found = lite.run(conn, f"SELECT {columns} FROM contacts WHERE id IN ({marks})", ids)
+    loads = lite.loads
+    for cid, unsubscribed_at, traits_json, consent_json in found:
         profiles[cid] = Profile(
-            cid, lite.loads(traits) or {}, unsubscribed_at is not None, lite.loads(consent) or {}
+            cid,
+            (loads(traits_json) or {}) if traits_json is not None else {},
+            unsubscribed_at is not None,
+            (loads(consent_json) or {}) if consent_json is not None else {},
         )
     if names:
         rows = lite.run(
@@ -254,10 +276,13 @@ def refresh(
     index: SegmentIndex,
     targets: Mapping[str, Iterable[str]],
     now: float,
+    *,
+    rechecks_cleared: bool = False,
 ) -> tuple[list[MembershipChange], float | None]:
     """Re-evaluate ``targets`` (contact id -> segment ids, dependents included) at ``now``;
     write enters, exits and re-checks in ``conn``'s transaction; return the changes and the
-    earliest re-check written."""
+    earliest re-check written. ``rechecks_cleared``: the caller already deleted the pending
+    re-checks of every (segment, contact) evaluated here (a build deletes a page's at once)."""
     closures: dict[frozenset[str], frozenset[str]] = {}  # a build asks the same for everyone
     wanted: dict[str, frozenset[str]] = {}
     for cid, sids in targets.items():
@@ -270,11 +295,21 @@ def refresh(
     if not wanted:
         return [], None
     windows: dict[str, int] = {}  # only the events the evaluated segments count
+    evaluated_sids: set[str] = set()
     for closure in set(wanted.values()):
+        evaluated_sids |= closure
         for sid in closure:
             for name, within in index.counted[sid].items():
                 windows[name] = max(within, windows.get(name, 0))
-    profiles = load_profiles(conn, index, list(wanted), now, windows)
+    profiles = load_profiles(
+        conn,
+        index,
+        list(wanted),
+        now,
+        windows,
+        traits=not evaluated_sids.isdisjoint(index.reads_traits),
+        consent=not evaluated_sids.isdisjoint(index.reads_consent),
+    )
     changes: list[MembershipChange] = []
     rechecks: list[dict[str, Any]] = []
     evaluated: list[dict[str, Any]] = []
@@ -293,7 +328,8 @@ def refresh(
                 kind = "entered" if now_in else "exited"
                 changes.append(MembershipChange(sid, cid, kind, now))
                 profile.memberships[sid] = now_in
-            evaluated.append({"b_segment": sid, "b_contact": cid})
+            if not rechecks_cleared:
+                evaluated.append({"b_segment": sid, "b_contact": cid})
             moment = next_change(condition, profile, now)
             if moment is not None:
                 rechecks.append({"segment_id": sid, "contact_id": cid, "fire_at": moment})

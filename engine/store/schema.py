@@ -101,6 +101,7 @@ email_templates = Table(
     Column("preheader", Text),
     Column("source", String(500)),
     Column("created_at", Float, nullable=False),
+    Column("route", String(100)),  # the route its sends take unless the send step names one
     PrimaryKeyConstraint("id", "version"),
 )
 
@@ -188,6 +189,11 @@ intents = Table(
     Column("dot_at", Float),
     Column("accepted_at", Float),
     Column("finished_at", Float),
+    # Pacing (engine/pacing, revision 0005): the priority when a frequency cap binds, and the
+    # contact's local day and ISO week the send counts on (marketing only, else NULL).
+    Column("priority", Integer),
+    Column("cap_day", String(10)),
+    Column("cap_week", String(8)),
     Index("ix_intents_status_next", "status", "next_attempt_at"),
     Index("ix_intents_contact", "contact_id"),
     Index("ix_intents_workflow_status", "workflow_id", "status"),
@@ -311,4 +317,207 @@ users = Table(
     Column("nkey", String(60), unique=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+)
+# Broadcasts (engine/broadcasts.py): a template sent to a segment's members now or at a time.
+# The fan-out walks the members in contact id order from ``cursor``, one page per transaction,
+# creating intents with dedup keys of their own: a rerun or a restart never mails anyone twice.
+broadcasts = Table(
+    "broadcasts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("template_id", String(100), nullable=False),
+    Column("segment_id", String(100), nullable=False),
+    Column("category", String(20), nullable=False),  # marketing | transactional
+    Column("route", String(100), nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("send_at", Float, nullable=False),  # when the fan-out may start
+    # scheduled -> sending (fan-out running) -> sent (every member has an intent) | cancelled
+    Column("state", String(20), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text),  # why it was cancelled
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("cursor", String(255)),  # the last contact id fanned out
+    Column("members", Integer),  # segment members when the fan-out started
+    Column("queued", Integer, nullable=False, default=0),  # intents created
+    Column("capped", Integer, nullable=False, default=0),  # dropped by the frequency cap
+    Column("skipped", Integer, nullable=False, default=0),  # members without an email address
+    Column("claimed_by", String(100)),
+    Column("lease_until", Float),
+    Index("ix_broadcasts_state_send_at", "state", "send_at"),
+)
+
+# A goal reached after a mail of the workflow (docs/experiments.md): attributed to the last
+# mail the contact got from that workflow within the goal's attribution window.
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("workflow_id", String(100), nullable=False),
+    Column("step_id", String(100), nullable=False),
+    Column("intent_id", String(32), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("event_id", String(255), nullable=False),  # the goal event's messageId
+    Column("event_name", String(200), nullable=False),
+    Column("trigger_name", String(200), nullable=False),  # the enrollment's trigger event
+    Column("triggered_at", Float, nullable=False),  # the trigger event was received
+    Column("sent_at", Float, nullable=False),  # the mail was accepted by the relay
+    Column("converted_at", Float, nullable=False),  # the goal event's time
+    Column("revenue", Float),
+    UniqueConstraint("workflow_id", "event_id"),
+    Index("ix_conversions_workflow_at", "workflow_id", "converted_at"),
+)
+
+# Every time a contact reaches a step with an experiment: the arm it was given (a holdout row
+# has no intent: it is never mailed), and, once reached, the goal within the window.
+experiment_exposures = Table(
+    "experiment_exposures",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("experiment_id", String(200), nullable=False),
+    Column("workflow_id", String(100), nullable=False),
+    Column("step_id", String(100), nullable=False),
+    Column("variant", String(100), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("enrollment_id", String(32), nullable=False),
+    Column("intent_id", String(32)),
+    Column("exposed_at", Float, nullable=False),
+    Column("converted_at", Float),
+    Column("conversion_event_id", String(255)),
+    Column("revenue", Float),
+    UniqueConstraint("experiment_id", "enrollment_id"),
+    Index("ix_experiment_exposures_experiment_variant", "experiment_id", "variant"),
+    Index("ix_experiment_exposures_contact", "contact_id", "workflow_id"),
+)
+
+# Decisions about experiments: a promoted winner applies to every new assignment.
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("workflow_id", String(100), nullable=False),
+    Column("state", String(20), nullable=False),  # promoted
+    Column("winner", String(100)),
+    Column("decided_at", Float, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("detail", JSON),
+)
+
+# The product catalog (engine/catalog): one row per product, from the catalog source's
+# ``Product Updated`` events and, for products it has not described, from shopper events.
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(255), primary_key=True),  # the events' product_id
+    Column("name", String(500)),
+    Column("price", Float),
+    Column("previous_price", Float),  # the price before the last change
+    Column("currency", String(3)),
+    Column("stock", Integer),  # None: not known
+    Column("url", Text),
+    Column("image_url", Text),
+    Column("source", String(10), nullable=False),  # catalog | event (shopper events only)
+    Column("price_changed_at", Float),
+    Column("stock_changed_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+# What each contact did with each product: the cart, recent views, purchases, and views made
+# while the product was out of stock (for back-in-stock alerts).
+contact_products = Table(
+    "contact_products",
+    metadata,
+    Column("contact_id", String(255), nullable=False),
+    Column("product_id", String(255), nullable=False),
+    Column("viewed_at", Float),
+    Column("carted_at", Float),
+    Column("cart_quantity", Integer, nullable=False, default=0),
+    Column("bought_at", Float),
+    Column("looked_out_at", Float),  # last view or add while the product was out of stock
+    PrimaryKeyConstraint("contact_id", "product_id"),
+    # Fan-out walks one product's contacts in id order.
+    Index("ix_contact_products_product_contact", "product_id", "contact_id"),
+)
+
+# Item-to-item recommendations: how often two products were viewed or bought together.
+product_pairs = Table(
+    "product_pairs",
+    metadata,
+    Column("product_id", String(255), nullable=False),
+    Column("other_id", String(255), nullable=False),
+    Column("score", Float, nullable=False),
+    PrimaryKeyConstraint("product_id", "other_id"),
+)
+
+# A price drop or back-in-stock alert to send to a product's lookers, walked a chunk of
+# contacts per transaction (``after`` is the last contact id done).
+catalog_fanouts = Table(
+    "catalog_fanouts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("workflow_id", String(100), nullable=False),
+    Column("workflow_version", Integer, nullable=False),
+    Column("kind", String(20), nullable=False),  # price_drop | back_in_stock
+    Column("product_id", String(255), nullable=False),
+    Column("event", JSON, nullable=False),  # the synthetic trigger event's properties
+    Column("state", String(10), nullable=False),  # pending | done
+    Column("after", String(255)),
+    Column("enrolled", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Index("ix_catalog_fanouts_state_created", "state", "created_at"),
+)
+
+# When each contact last got an alert of a workflow about a product: at most one per window.
+catalog_alerts = Table(
+    "catalog_alerts",
+    metadata,
+    Column("workflow_id", String(100), nullable=False),
+    Column("product_id", String(255), nullable=False),
+    Column("contact_id", String(255), nullable=False),
+    Column("sent_at", Float, nullable=False),
+    PrimaryKeyConstraint("workflow_id", "product_id", "contact_id"),
+)
+
+# Every consent change per purpose, in order: who (contact), when (``at``: when it was given or
+# withdrawn; ``recorded_at``: when the engine stored it), how (``method``, ``source``) and from
+# which event. ``applied`` is false for a change older than the one already in effect.
+consent_history = Table(
+    "consent_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("contact_id", String(255), nullable=False),
+    Column("purpose", String(100), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("method", String(100)),  # e.g. checkbox, banner, import, app_settings
+    Column("source", String(200)),  # e.g. web, ios, segment, import contacts.csv
+    Column("event_id", String(255)),  # the messageId that said so (None for imports)
+    Column("applied", Boolean, nullable=False),
+    Column("recorded_at", Float, nullable=False),
+    Index("ix_consent_history_contact_purpose", "contact_id", "purpose", "at"),
+)
+
+# Personalized offer codes (engine/offers): a pool's imported codes (state available, then
+# issued) and the generated codes issued so far. One code per (offer, intent): the dedup key
+# of the send that carries it, so a decision taken twice gets the same code.
+offer_codes = Table(
+    "offer_codes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("offer_id", String(100), nullable=False),
+    Column("code", String(100), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),  # generated | pool
+    Column("state", String(20), nullable=False),  # available | issued
+    Column("intent_key", String(64)),  # the send's dedup key, once issued
+    Column("contact_id", String(255)),
+    Column("value", String(100)),  # what the offer is worth to this contact ("15%")
+    Column("attempt", Integer, nullable=False, default=0),  # generated: the HMAC's counter
+    Column("imported_at", Float),
+    Column("issued_at", Float),
+    UniqueConstraint("offer_id", "intent_key"),
+    Index("ix_offer_codes_offer_state", "offer_id", "state", "id"),
 )

@@ -4,6 +4,7 @@
   while Qt processes its events (timers, paints), as in the app. Tests are plain functions.
 - ``engine``: a real ``campaign-engine run`` child process (embedded nats-server, SQLite,
   capture inbox) on a temporary data directory, shared by a test module.
+- ``memory_keyring``: a real keyring backend holding secrets in this process, set for the test.
 - Every test must leave no new child process behind (checked after each test), and no task
   pending on its loop.
 """
@@ -20,11 +21,14 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import keyring
+import keyring.errors
 import nats
 import numpy as np
 import orjson
 import pytest
 import qasync
+from keyring.backend import KeyringBackend
 from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
@@ -317,3 +321,38 @@ def console(qloop: asyncio.AbstractEventLoop, engine: StackConnection) -> Iterat
         yield window
     finally:
         run(qloop, close_console(window))
+
+
+# -- a keyring for tests about secrets ----------------------------------------------------
+
+
+class MemoryKeyring(KeyringBackend):
+    """A real keyring backend that keeps secrets in this process (tests only)."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.secrets.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.secrets[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        if (service, username) not in self.secrets:
+            raise keyring.errors.PasswordDeleteError(username)
+        del self.secrets[(service, username)]
+
+
+@pytest.fixture
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    try:
+        yield backend
+    finally:
+        keyring.set_keyring(previous)

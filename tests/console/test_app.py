@@ -56,6 +56,7 @@ def test_pages_switch_with_ctrl_and_a_number(qtbot: QtBot, window: MainWindow) -
         "inbox",
         "audit",
         "dead_letters",
+        "experiments",  # registered pages outside NAV come before Settings
         "settings",
     ]
     assert window.current_page() == "live"
@@ -99,7 +100,9 @@ def test_a_page_is_registered_with_one_line(qtbot: QtBot, qloop: asyncio.Abstrac
         client = EngineClient()
         win = MainWindow(client)
         qtbot.addWidget(win)
-        assert win.page_keys()[-3:] == ["dead_letters", "reports", "settings"]
+        keys = win.page_keys()  # pages outside NAV (Experiments, Reports) come before Settings
+        assert keys[-2:] == ["reports", "settings"]
+        assert keys.index("dead_letters") < keys.index("reports")
         assert win.show_page("inbox").objectName() == "inbox-page"
         assert built == [client]
         assert win.show_page("inbox") is win.page("inbox")  # built once
@@ -277,7 +280,7 @@ def test_connect_needs_a_keyring(
     try:
         with pytest.raises(KeyringUnavailable) as missing:
             console_app.read_token("nats://cluster:4222")
-        assert "never reads the token from a plain file" in str(missing.value)
+        assert "never keeps a token or password in a plain file" in str(missing.value)
         assert console_app.main(["--connect", "nats://cluster:4222"]) == 2
         assert "No OS keyring is available" in capsys.readouterr().err
     finally:

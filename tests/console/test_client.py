@@ -154,8 +154,23 @@ def test_an_unreachable_nats_is_a_clear_error(qloop: asyncio.AbstractEventLoop) 
     url = f"nats://127.0.0.1:{free_port()}"
     with pytest.raises(EngineUnreachable) as failed:
         run(qloop, client.connect_to(url, timeout=1))
-    assert f"Cannot reach NATS at {url}" in describe(failed.value)
+    host = url.removeprefix("nats://")
+    assert describe(failed.value) == (
+        f"Nothing accepts connections at {host} (connection refused): is NATS running there,"
+        " and is the port right?"
+    )
     assert client.state == DISCONNECTED
+
+
+def test_a_wrong_token_is_named_as_such(
+    qloop: asyncio.AbstractEventLoop, nats_server: NatsServer
+) -> None:
+    client = EngineClient()
+    with pytest.raises(EngineUnreachable) as failed:
+        run(qloop, client.connect_to(nats_server.url, "not-the-token", timeout=1))
+    assert "refused the login (authorization violation)" in describe(failed.value)
+    assert "not-the-token" not in describe(failed.value)
+    assert client.state == DISCONNECTED and not client.is_connected
 
 
 def test_the_client_reconnects_after_nats_restarts(

@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from PySide6.QtWidgets import QDialogButtonBox
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtWidgets import QDialogButtonBox, QStyle
 from pytestqt.qtbot import QtBot
 
 from console import pages
 from console.client import EngineClient
 from console.main_window import MainWindow
 from console.pages.queue_dialogs import RateDialog, RerouteDialog
-from console.pages.queue_tables import limits_words, route_rows
+from console.pages.queue_tables import QUEUE_COLUMNS, limits_words, route_rows
 from console.pages.queues import QueuesPage, impact_details
 from console.stack import StackConnection
 from engine.store import Store, open_store, schema
@@ -35,6 +36,7 @@ from tests.console.conftest import (
     wait_until,
 )
 from widgets.confirm import ConfirmImpactDialog
+from widgets.sparkline_table import CELL_PADDING
 
 ACTOR = "admin"  # the local stack's generated user: the console signs in as it
 ROUTES_TOML = """
@@ -437,6 +439,31 @@ def test_pause_all_sending_goes_to_one_node_and_offers_resume(
     run(qloop, scenario(), timeout=60)
 
 
+WHY = "copy fix: wrong sale date in the subject"
+
+
+def page_row(page: QueuesPage, workflow: str) -> int:
+    """The view row (after sorting) of ``workflow``'s queue."""
+    key = next(r["key"] for r in page.queue_model.rows() if r["workflow"] == workflow)
+    source = page.queue_table.source_model()
+    row = source.row_for_key(key)
+    assert row is not None
+    return int(page.queue_table.model().mapFromSource(source.index(row, 0)).row())
+
+
+def assert_readable(view: Any, row: int, words: str) -> None:
+    """The "Why" cell of ``row`` holds ``words`` and is tall enough to show all of it."""
+    column = [c.field for c in QUEUE_COLUMNS].index("why")
+    index = view.model().index(row, column)
+    text = str(index.data())
+    assert text.endswith(words), text
+    rect = view.visualRect(index)
+    style_margin = view.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin) + 1
+    room = QRect(0, 0, rect.width() - 2 * (CELL_PADDING + style_margin), 10_000)
+    needed = view.fontMetrics().boundingRect(room, Qt.TextFlag.TextWordWrap, text)
+    assert needed.height() <= rect.height(), (needed, rect)
+
+
 def test_queues_screenshot(
     qloop: asyncio.AbstractEventLoop, console: MainWindow, store: Store
 ) -> None:
@@ -449,7 +476,7 @@ def test_queues_screenshot(
     async def scenario() -> None:
         await wait_until(lambda: page_queue(page, "newsletter") is not None, timeout=10)
         client = page.client
-        await client.request_one("queues.pause", {"workflow": "newsletter", "reason": "copy fix"})
+        await client.request_one("queues.pause", {"workflow": "newsletter", "reason": WHY})
         await client.request_one("routes.drain", {"route": "relay-c", "reason": "maintenance"})
         await wait_until(
             lambda: (page_queue(page, "receipts") or {}).get("state") == "draining", timeout=5
@@ -460,6 +487,7 @@ def test_queues_screenshot(
             page.target.text() == "Acting on workflow onboarding, route default, domain gmail.com"
         )
         await asyncio.sleep(1.2)
+        assert_readable(page.queue_table, page_row(page, "newsletter"), WHY)
         save_screenshot(console, "queues")
         page.tabs.setCurrentIndex(1)
         await asyncio.sleep(0.2)
@@ -471,34 +499,63 @@ def test_queues_screenshot(
     run(qloop, scenario(), timeout=60)
 
 
-def test_open_queues_from_the_alert_banner(qtbot: QtBot, qloop: asyncio.AbstractEventLoop) -> None:
-    pages.register_builtin_pages()
-    window = MainWindow(EngineClient())
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitExposed(window)
-    window.client.ingest(
-        {
-            "node": "n1",
-            "alerts": [
-                {
-                    "id": "a1",
-                    "rule": "route_paused",
-                    "severity": "paused",
-                    "since": time.time(),
-                    "node": "n1",
-                    "message": "Route relay-a is paused",
-                }
-            ],
-        }
-    )
-    window.refresh_health()
-    assert window.banner.isVisible()
-    assert window.banner.action_button().text() == "Open Queues"
-    window.banner.action_button().click()
-    assert window.current_page() == "queues"
-    assert isinstance(window.page("queues"), QueuesPage)
-    window.stop_timers()
+def test_open_queues_from_the_alert_banner_selects_the_route(
+    qloop: asyncio.AbstractEventLoop, console: MainWindow, store: Store
+) -> None:
+    """A route alert's "Open Queues" opens the page with that route and its biggest queue
+    selected, also when the page is built by the click and its listing comes later."""
+    add_intents(store, "banner-small", "relay-c", 2)
+    add_intents(store, "banner-big", "relay-c", 9)
+    add_intents(store, "banner-other", "default", 20)
+    window = console
+    assert window.current_page() == "live" and window.page("queues") is None
+
+    def raise_alert(route: str) -> None:
+        window.client.ingest(
+            {
+                "node": "alerting-node",
+                "alerts": [
+                    {
+                        "id": f"a-{route}",
+                        "rule": "route_paused",
+                        "severity": "paused",
+                        "labels": {"route": route},
+                        "since": time.time(),
+                        "node": "alerting-node",
+                        "message": f"Route {route} is paused",
+                    }
+                ],
+            }
+        )
+        window.refresh_health()
+        assert window.banner.isVisible()
+        assert window.banner.action_button().text() == "Open Queues"
+
+    async def scenario() -> None:
+        raise_alert("relay-c")
+        window.banner.action_button().click()
+        assert window.current_page() == "queues"
+        page = window.page("queues")
+        assert isinstance(page, QueuesPage)
+        await wait_until(lambda: page.selected_queue() is not None, timeout=10)
+        queue = page.selected_queue()
+        assert queue is not None
+        assert (queue["workflow"], queue["route"]) == ("banner-big", "relay-c")
+        assert page.selected_route() == "relay-c"
+        assert page.tabs.currentWidget() is page.route_table
+        assert "route relay-c" in page.target.text()
+        assert page.result_line.text() == "Showing route relay-c: the actions above apply to it."
+
+        window.show_page("live")  # the page is built and listed now: selection at once
+        raise_alert("default")
+        window.banner.action_button().click()
+        queue = page.selected_queue()
+        assert queue is not None and (queue["workflow"], queue["route"]) == (
+            "banner-other",
+            "default",
+        )
+
+    run(qloop, scenario(), timeout=30)
 
 
 def test_impact_details_and_limits_in_words() -> None:

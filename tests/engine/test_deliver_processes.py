@@ -140,7 +140,7 @@ async def test_the_node_sends_through_its_deliver_processes_and_stops_them(node:
     assert all(proc.returncode == 0 for proc in procs)  # stopped cleanly, and reaped
 
 
-def test_each_process_gets_its_share_of_the_route_limits(tmp_path: Path) -> None:
+def test_each_process_gets_its_share_of_the_pools_and_the_whole_limits(tmp_path: Path) -> None:
     parent = load_settings(
         None,
         environ={},
@@ -164,9 +164,9 @@ def test_each_process_gets_its_share_of_the_route_limits(tmp_path: Path) -> None
     )
     child = settings_from_data(data, "test")
     esp = child.routes["esp"]
-    assert (esp.per_second, esp.per_hour, esp.connections) == (50, 4500, 4)
-    assert esp.domain_concurrency == 1  # below the process count: one each
-    assert esp.per_minute == 0  # no limit stays no limit
-    assert esp.domains["gmail.com"] == {"concurrency": 2, "per_second": 10}
-    assert child.smtp.connections == 8
+    assert esp.connections == 4 and child.smtp.connections == 8  # pools are split
+    # Limits stay whole: the processes share them at run time (presence), like any nodes.
+    assert (esp.per_second, esp.per_hour, esp.per_minute) == (100, 9001, 0)
+    assert esp.domain_concurrency == 1
+    assert esp.domains["gmail.com"] == {"concurrency": 4, "per_second": 20}
     assert parent.routes["esp"].per_second == 100  # the parent's settings are untouched

@@ -9,7 +9,7 @@ import pytest
 from pytestqt.qtbot import QtBot
 
 from widgets.format import format_duration
-from widgets.histogram import LatencyHistogram, bucket_edges, quantile
+from widgets.histogram import LatencyHistogram, bucket_edges, place_labels, quantile
 
 # The engine's telemetry buckets: upper bounds 10% apart from 50 µs (engine/telemetry.py).
 ENGINE_BOUNDS = [50e-6 * 1.1**i for i in range(int(math.log(600.0 / 50e-6, 1.1)) + 2)]
@@ -73,3 +73,51 @@ def test_samples_and_empty(qtbot: QtBot) -> None:
     assert histogram.bar_count() == 0
     assert histogram.percentiles() == {}
     assert all(not m.isVisible() for m in histogram._markers.values())
+
+
+def test_labels_of_close_markers_never_overlap() -> None:
+    # Far apart: every label right of its line, one row.
+    assert place_labels([50.0, 200.0, 350.0], [30.0, 30.0, 30.0], 500.0) == [
+        (False, 0),
+        (False, 0),
+        (False, 0),
+    ]
+    # p95 and p99 10 px apart near the right edge (the Live page's case): p95 goes left of
+    # its line; p99 fits neither side, stays inside the plot (left) and takes the next row.
+    places = place_labels([100.0, 470.0, 480.0], [30.0, 30.0, 30.0], 500.0)
+    assert places[0] == (False, 0)
+    assert places[1] == (True, 0)
+    assert places[2] == (True, 1)
+    # The boxes of labels on one row never meet.
+    xs, widths = [100.0, 104.0, 108.0], [30.0, 30.0, 30.0]
+    boxes = []
+    for x, w, (left, row) in zip(xs, widths, place_labels(xs, widths, 500.0), strict=True):
+        boxes.append((x - w if left else x, x if left else x + w, row))
+    for i, (a0, a1, ra) in enumerate(boxes):
+        for b0, b1, rb in boxes[i + 1 :]:
+            assert ra != rb or a1 <= b0 or b1 <= a0, boxes
+
+
+def test_close_p95_and_p99_labels_are_laid_out_apart(qtbot: QtBot) -> None:
+    histogram = LatencyHistogram("Latency distribution")
+    qtbot.addWidget(histogram)
+    histogram.resize(560, 240)
+    histogram.show()
+    qtbot.waitExposed(histogram)
+    histogram.set_buckets(
+        [0.001, 0.01, 0.1], [3, 1, 0], percentiles={"p50": 0.0075, "p95": 0.0102, "p99": 0.0104}
+    )
+    qtbot.waitUntil(lambda: histogram.getPlotItem().getViewBox().width() > 300)
+    places = histogram.label_places()
+    assert set(places) == {"p50", "p95", "p99"}
+    assert places["p95"] != places["p99"]
+    assert places["p95"][1] != places["p99"][1] or places["p95"][0] != places["p99"][0]
+    labels = [histogram._markers[name].label for name in ("p50", "p95", "p99")]
+
+    def apart() -> bool:  # the labels are placed once the scene has laid the lines out
+        rects = [label.sceneBoundingRect() for label in labels]
+        return all(not a.intersects(b) for i, a in enumerate(rects) for b in rects[i + 1 :])
+
+    qtbot.waitUntil(apart, timeout=3000)
+    plot = histogram.getPlotItem().getViewBox().sceneBoundingRect()
+    assert all(plot.contains(label.sceneBoundingRect()) for label in labels)

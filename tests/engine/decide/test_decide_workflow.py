@@ -54,7 +54,12 @@ def test_every_starter_workflow_loads() -> None:
         "abandoned-cart",
         "browse-abandonment",
         "re-engagement",
+        "price-drop",
+        "back-in-stock",
+        "store-nearby",
     }
+    assert loaded["store-nearby"].requires_consent == "location"
+    assert loaded["store-nearby"].offers["nearby"].kind == "generated"
     assert loaded["order-confirmation"].category == "transactional"
     assert loaded["shipping-update"].category == "transactional"
     assert loaded["welcome-series"].reentry.mode == "once"
@@ -89,7 +94,7 @@ def test_an_override_of_an_undeclared_parameter_is_refused() -> None:
 def test_steps_default_to_the_next_and_the_last_completes() -> None:
     wf = parse_workflow(BASE, source="t")
     first, pause, second = wf.steps
-    assert isinstance(first, SendStep) and first.next == "pause" and first.route == "default"
+    assert isinstance(first, SendStep) and first.next == "pause" and first.route is None
     assert isinstance(pause, WaitStep) and pause.duration == 3600 and pause.next == "second"
     assert isinstance(second, SendStep) and second.next is None
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
+import uvloop
 
 from engine.deliver.relay import RelayConfig
 from engine.deliver.smtp import Envelope, SmtpConnection, TransactionResult, stuff
+
+T = TypeVar("T")
 
 
 class PipeliningRelay:
@@ -86,6 +90,16 @@ class PipeliningRelay:
         writer.write(b"250 2.0.0 queued\r\n")
 
 
+Run = Callable[[Coroutine[Any, Any, T]], T]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Every test here runs on both loops: the engine runs on uvloop, whose transports bind
+    ``data_received`` once, so the pipelined reply reader must not rely on rebinding it."""
+    return uvloop.run if request.param == "uvloop" else asyncio.run
+
+
 async def _go() -> bool:
     return True
 
@@ -111,9 +125,9 @@ async def _transact(
 
 
 @pytest.mark.parametrize("split", [False, True])
-async def test_pipelined_transactions(split: bool) -> None:
+def test_pipelined_transactions(split: bool, run: Run[list[TransactionResult]]) -> None:
     relay = PipeliningRelay(split=split)
-    results = await _transact(relay, times=3)
+    results = run(_transact(relay, times=3))
     assert [r.delivered for r in results] == [True, True, True]
     # The envelope and DATA came in one write, three times over one connection.
     assert len(relay.reads) == 3
@@ -122,28 +136,28 @@ async def test_pipelined_transactions(split: bool) -> None:
     assert relay.messages[0].endswith(b"\r\n..dot line\r\nbye\r\n.\r\n")
 
 
-async def test_pipelined_refused_recipient() -> None:
+def test_pipelined_refused_recipient(run: Run[list[TransactionResult]]) -> None:
     relay = PipeliningRelay(rcpt_code=550)
-    (result,) = await _transact(relay)
+    (result,) = run(_transact(relay))
     assert result.reply is not None
     assert result.reply.code == 550 and result.stage == "rcpt"
     assert not result.dot_written
     assert relay.messages == []
 
 
-async def test_pipelined_refused_data() -> None:
+def test_pipelined_refused_data(run: Run[list[TransactionResult]]) -> None:
     relay = PipeliningRelay(data_code=451)
-    (result,) = await _transact(relay)
+    (result,) = run(_transact(relay))
     assert result.reply is not None
     assert result.reply.code == 451 and result.stage == "data"
     assert relay.messages == []
 
 
-async def test_pipelined_before_dot_refuses() -> None:
+def test_pipelined_before_dot_refuses(run: Run[list[TransactionResult]]) -> None:
     async def no() -> bool:
         return False
 
     relay = PipeliningRelay()
-    (result,) = await _transact(relay, before_dot=no)
+    (result,) = run(_transact(relay, before_dot=no))
     assert result.aborted and not result.dot_written
     assert relay.messages == []

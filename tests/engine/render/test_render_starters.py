@@ -14,11 +14,14 @@ from engine.render import Renderer, html_to_text, load_template_dir
 TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "templates" / "emails"
 STARTERS = [
     "abandoned-cart",
+    "back-in-stock",
     "browse-abandonment",
     "feedback-request",
     "order-confirmation",
+    "price-drop",
     "re-engagement",
     "shipping-update",
+    "store-nearby",
     "welcome-1",
     "welcome-2",
     "welcome-3",

@@ -193,3 +193,46 @@ def test_an_unsubscribe_takes_the_contact_out_at_once(any_store: Store, clock: M
     assert r.members("reachable-pros") == []
     assert r.history("reachable-pros")[-1] == ("ann", "exited", clock.now())
     assert r.members("lapsed") == ["ann"]  # still in: now by the other branch
+
+
+def test_a_rebuild_replaces_each_pending_recheck_page_by_page(
+    any_store: Store, clock: ManualClock
+) -> None:
+    """An edited window segment rebuilt over the stored contacts: every contact ends with one
+    re-check at the new window's edge, the segments that refer to it are re-evaluated too,
+    and other segments' re-checks are left alone."""
+    from engine.segments.build import SegmentBuilder
+
+    pros_browsing = segment("pros-browsing", 'in segment browsing-x and trait plan = "pro"')
+    other = segment("carted", "`Product Added` at least once in the last 1 hour")
+    r = rig(any_store, clock, BROWSING, pros_browsing, other)
+    t0 = clock.now()
+    for user in ("ann", "bob", "cat", "dan", "eve"):
+        r.decide(
+            identify(clock, user, plan="pro"), track(clock, user, "Product Viewed", product_id="X")
+        )
+    r.decide(track(clock, "ann", "Product Added"))
+    edited = segment(
+        "browsing-x",
+        '`Product Viewed` where product_id = "X" at least once in the last 30 minutes'
+        " and no `Order Completed` in the last 30 minutes",
+        version=2,
+    )
+    r.segments.add(edited)
+    builder = SegmentBuilder(any_store, r.segments, clock, page=2)  # three pages
+    after = None
+    while True:
+        after, _, _ = builder.evaluate_page("browsing-x", after)
+        if after is None:
+            break
+    rc = schema.segment_rechecks
+    with any_store.begin() as conn:
+        rows = conn.execute(
+            sa.select(rc.c.segment_id, rc.c.contact_id, rc.c.fire_at).order_by(
+                rc.c.segment_id, rc.c.contact_id
+            )
+        ).all()
+    browsing = [(c, f) for s, c, f in rows if s == "browsing-x"]
+    assert browsing == [(u, t0 + 1800) for u in ("ann", "bob", "cat", "dan", "eve")]
+    assert [(c, f) for s, c, f in rows if s == "carted"] == [("ann", t0 + 3600)]
+    assert r.members("pros-browsing") == ["ann", "bob", "cat", "dan", "eve"]

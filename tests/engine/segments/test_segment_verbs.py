@@ -203,3 +203,51 @@ async def test_bad_definitions_are_refused_and_change_nothing(
         await call("segments.count", {"segment": "nope"})
     with pytest.raises(ControlError, match="there is no contact 'zed'"):
         await call("segments.why", {"segment": "base", "contact": "zed"})
+
+
+async def test_a_save_on_one_node_is_live_on_the_others(node: Node, tmp_path: Path) -> None:
+    """A second node on the same NATS and database (here a decide node, which evaluates
+    segments on its events) loads the saved definition without a restart."""
+    other = Node(
+        load_settings(
+            None,
+            environ={},
+            overrides={
+                "engine": {"data_dir": str(tmp_path / "other"), "node": "s2", "role": "decide"},
+                "http": {"listen": "127.0.0.1:0"},
+                "nats": {"url": node.nats_url, **node.nats_auth()},
+                "database": {"url": node.settings.database_url()},
+            },
+        )
+    )
+    await other.start()
+    try:
+        registry = other.components["segments"]
+        assert node.store is not None
+        grant(node.store, "ada", "marketer")
+        assert "vip" not in registry.index.segments
+        assert node.nc is not None
+        await request(
+            node.nc,
+            "s1",
+            "segments.save",
+            {"segment": "vip", "name": "VIP", "text": 'trait plan = "pro"'},
+            user="ada",
+        )
+        deadline = time.monotonic() + 20
+        while "vip" not in registry.index.segments:
+            assert time.monotonic() < deadline, "node s2 never loaded the saved segment"
+            await asyncio.sleep(0.05)
+        assert registry.index.segments["vip"].version == 1
+        await request(
+            node.nc,
+            "s1",
+            "segments.save",
+            {"segment": "vip", "name": "VIP", "text": 'trait plan in ["pro", "team"]'},
+            user="ada",
+        )
+        while registry.index.segments["vip"].version != 2:
+            assert time.monotonic() < deadline, "node s2 never loaded version 2"
+            await asyncio.sleep(0.05)
+    finally:
+        await other.stop()

@@ -1,0 +1,1 @@
+"""Pacing: frequency caps with priorities, and quiet hours (docs/caps.md)."""
