@@ -2,19 +2,20 @@
 
 Everything the console knows about engines arrives here: telemetry snapshots on
 ``metrics.<node>`` (four a second per node) and answers to control requests on
-``control.<node>.<verb>``. nats-py runs on the same (qasync) event loop as Qt, so its callbacks
-already run on the GUI thread and can emit signals directly.
+``control.<user>.<node>.<verb>``. nats-py runs on the same (qasync) event loop as Qt, so its
+callbacks already run on the GUI thread and can emit signals directly.
 
 The control envelope is re-implemented here on purpose (``engine.control`` pulls in the engine's
-runtime): request ``{"actor": <operator>, "args": {...}}``, reply ``{"ok": true, "result": ...}``
-or ``{"ok": false, "error": "plain words"}``.
+runtime; the subject comes from the pure ``engine.access``): request ``{"args": {...}}`` on the
+signed-in user's own subject, reply ``{"ok": true, "result": ...}`` or ``{"ok": false, "error":
+"plain words"}``. Who the console is, and its role, come from the engine (``whoami``): the
+engine checks the role on every request, the console only shows it (docs/access.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import logging
 import time
 from typing import Any
@@ -28,6 +29,7 @@ from nats.aio.subscription import Subscription
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from console.errors import (
+    ConsoleError,
     ControlRefused,
     EngineUnreachable,
     NoEngineAnswered,
@@ -37,6 +39,7 @@ from console.errors import (
 from console.metrics_model import MetricsModel
 from console.nats_errors import unreachable_words
 from console.profiles import NatsLogin
+from engine.access import LOCAL_ADMIN, control_subject, inbox_prefix
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +50,6 @@ DISCONNECTED = "disconnected"
 
 STALE_AFTER_S = 3.0
 """A node whose snapshots stop for longer than this is flagged stale."""
-
-
-def operator_name() -> str:
-    """Who is at the console, for the control envelope's ``actor`` (and so the audit log)."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name (some containers)
-        return "console"
 
 
 class EngineClient(QObject):
@@ -73,6 +68,8 @@ class EngineClient(QObject):
         alert_event(str, dict): an engine fired or resolved an alert, as it happened
             (``"fired"``/``"resolved"``, the alert); published on ``alerts.<node>``.
         alerts_changed(): the set of active alerts changed (see ``active_alerts``).
+        identity_changed(str, str): the engine named the signed-in user and its role
+            (``role`` is "" when no engine answered ``whoami``).
     """
 
     metrics_received = Signal(str, dict)
@@ -81,6 +78,7 @@ class EngineClient(QObject):
     connection_changed = Signal(str)
     nodes_changed = Signal(list)
     stale_changed = Signal(str, bool)
+    identity_changed = Signal(str, str)
 
     def __init__(
         self,
@@ -91,7 +89,10 @@ class EngineClient(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self.actor = actor or operator_name()
+        # The NATS user the console signs in as: control subjects carry it, NATS lets it
+        # publish under no other name, and the audit log records it.
+        self.actor = self._default_actor = actor or LOCAL_ADMIN
+        self.role = ""
         self.model = model or MetricsModel(stale_after_s=stale_after_s)
         self.stale_after_s = stale_after_s
         self.url = ""
@@ -103,6 +104,7 @@ class EngineClient(QObject):
         self._alerts: dict[str, list[dict[str, Any]]] = {}  # node -> its active alerts
         self._alert_sub: Subscription | None = None
         self._control_node: str | None = None  # the node mutating verbs went to last
+        self._violations: list[str] = []  # NATS permission errors, to explain a silent request
         self._stale_timer = QTimer(self)
         self._stale_timer.setInterval(500)
         self._stale_timer.timeout.connect(self._check_stale)
@@ -124,19 +126,33 @@ class EngineClient(QObject):
         token: str | None = None,
         *,
         login: NatsLogin | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        nkey_seed: str | None = None,
         timeout: float = 5.0,
     ) -> None:
         """Connect to NATS at ``url`` (comma-separated URLs: a cluster) and subscribe to
         ``metrics.>`` and ``alerts.>``.
 
         ``login``: how to log in (token, user and password, nkey, creds file, TLS CA); a bare
-        ``token`` is the local stack's shorthand. Reconnects forever once connected; a first
-        connection that fails raises ``EngineUnreachable`` saying why in words (refused, auth
-        failed, timeout, name not found, TLS).
+        ``token`` is the local stack's shorthand, and ``user`` with a ``password`` or an
+        ``nkey_seed`` the same as a login of those. An nkey user names itself with ``user``
+        too: the control subjects carry the name. Then asks the engine who that is
+        (``identity_changed``). Reconnects forever once connected; a first connection that
+        fails raises ``EngineUnreachable`` saying why in words (refused, auth failed, timeout,
+        name not found, TLS).
         """
         if self._nc is not None:
             raise RuntimeError("already connected; close() first")
-        options = (login or NatsLogin(token=token or "")).connect_options()
+        if login is None:
+            login = NatsLogin(
+                token=token or "",
+                user=user or "",
+                password=password or "",
+                nkey_seed=nkey_seed or "",
+            )
+        options = login.connect_options()
+        self.actor = login.user or self._default_actor
         self.url = url
         self._set_state(CONNECTING)
         first_errors: list[BaseException] = []
@@ -155,11 +171,14 @@ class EngineClient(QObject):
             if self._state == CONNECTING:
                 first_errors.append(exc)  # why the first connection fails, for the words
             log.debug("NATS error: %s", type(exc).__name__)
+            if "permissions violation" in str(exc).lower():
+                self._violations.append(str(exc))
 
         try:
             self._nc = await nats.connect(
                 servers=[s.strip() for s in url.split(",") if s.strip()],
                 **options,
+                inbox_prefix=inbox_prefix(self.actor),
                 name=f"campaign-console ({self.actor})",
                 connect_timeout=max(1, round(timeout)),
                 allow_reconnect=True,
@@ -182,6 +201,21 @@ class EngineClient(QObject):
         self._alert_sub = await self._nc.subscribe("alerts.>", cb=self._on_alert)
         self._stale_timer.start()
         self._set_state(CONNECTED)
+        await self.refresh_identity(timeout=timeout)
+
+    async def refresh_identity(self, timeout: float = 5.0) -> str:
+        """Ask the engines who the console is (``whoami``); returns the role ("" when no engine
+        answered, e.g. none runs yet) and emits ``identity_changed``."""
+        try:
+            who = await self.request("whoami", timeout=timeout)
+        except ConsoleError as exc:
+            log.info("whoami: %s", exc)
+            role = ""
+        else:
+            role = str(who.get("role") or "") if isinstance(who, dict) else ""
+        self.role = role
+        self.identity_changed.emit(self.actor, role)
+        return role
 
     async def stop_intake(self) -> None:
         """Stop taking in snapshots (first step of shutdown); requests still work."""
@@ -345,13 +379,20 @@ class EngineClient(QObject):
         nc = self._nc
         if nc is None or nc.is_closed:
             raise NotConnected("Not connected to NATS.")
-        body = orjson.dumps({"actor": self.actor, "args": args or {}})
-        subject = f"control.{node}.{verb}"
+        body = orjson.dumps({"args": args or {}})
+        subject = control_subject(self.actor, node, verb)
         try:
             msg = await nc.request(subject, body, timeout=timeout)
         except nats.errors.NoRespondersError as exc:
             raise NoEngineAnswered(verb, node) from exc
         except (TimeoutError, nats.errors.TimeoutError) as exc:
+            if any(subject in v for v in self._violations[-20:]):
+                raise ControlRefused(
+                    f"NATS did not let {self.actor!r} send it: the console is signed in as "
+                    "another user than it names, or the user lacks its NATS permissions",
+                    node=None if node == "all" else node,
+                    verb=verb,
+                ) from exc
             raise RequestTimedOut(verb, node, timeout) from exc
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError) as exc:
             raise NotConnected("The NATS connection is closed.") from exc

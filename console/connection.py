@@ -24,11 +24,12 @@ import nats.errors
 import orjson
 from PySide6.QtCore import QObject, Signal
 
-from console.client import EngineClient, operator_name
+from console.client import EngineClient
 from console.errors import EngineUnreachable
 from console.nats_errors import unreachable_words
 from console.profiles import NatsLogin, Profile, login_for
 from console.stack import LocalStack, StackConnection
+from engine.access import LOCAL_ADMIN, control_subject, inbox_prefix
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +95,22 @@ class ProbeResult:
         if not self.nodes:
             return (
                 f"{where}, but no engine answered: is an engine running against this NATS"
-                " (subject control.all.ping)?"
+                " (subject control.<user>.all.ping)?"
             )
         noun = "engine node" if len(self.nodes) == 1 else "engine nodes"
         return f"{where}; {len(self.nodes)} {noun} answered: {', '.join(self.nodes)}."
 
 
+def login_actor(login: NatsLogin) -> str:
+    """The user a login's control requests go out as: its user name, else the local stack's
+    admin (a token or creds login names nobody; docs/access.md)."""
+    return login.user or LOCAL_ADMIN
+
+
 async def open_nats(url: str, login: NatsLogin, *, timeout: float = 5.0) -> Any:
     """A NATS connection that tries each server once, or ``EngineUnreachable`` in words."""
     options = login.connect_options()
+    options["inbox_prefix"] = inbox_prefix(login_actor(login))
     errors: list[BaseException] = []
 
     async def on_error(exc: Exception) -> None:
@@ -112,7 +120,7 @@ async def open_nats(url: str, login: NatsLogin, *, timeout: float = 5.0) -> Any:
         return await nats.connect(
             servers=[s.strip() for s in url.split(",") if s.strip()],
             **options,
-            name=f"campaign-console test ({operator_name()})",
+            name=f"campaign-console test ({login_actor(login)})",
             connect_timeout=max(1, round(timeout)),
             allow_reconnect=True,
             max_reconnect_attempts=1,  # 0 or no reconnects hang nats-py on a refusal
@@ -144,8 +152,8 @@ async def probe(url: str, login: NatsLogin, *, timeout: float = 5.0) -> ProbeRes
                     nodes.add(str(node))
 
         sub = await nc.subscribe(inbox, cb=on_reply)
-        body = orjson.dumps({"actor": operator_name(), "args": {}})
-        await nc.publish("control.all.ping", body, reply=inbox)
+        body = orjson.dumps({"args": {}})
+        await nc.publish(control_subject(login_actor(login), "all", "ping"), body, reply=inbox)
         await nc.flush(timeout=max(1, round(timeout)))
         await asyncio.sleep(PING_WAIT_S)
         await sub.unsubscribe()
@@ -196,7 +204,11 @@ class ConnectionManager(QObject):
             if target.is_local:
                 connection = await self._start_stack()
                 url = connection.nats_url
-                login = NatsLogin(token=connection.nats_token)
+                login = NatsLogin(
+                    token=connection.nats_token,
+                    user=connection.nats_user,
+                    password=connection.nats_password,
+                )
             else:
                 await probe(target.url, target.login)  # keep the current one if this fails
                 url, login = target.url, target.login

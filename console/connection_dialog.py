@@ -44,8 +44,8 @@ from console.profiles import (
     AUTH_CREDS,
     AUTH_KINDS,
     AUTH_NONE,
-    AUTH_USER,
     SECRET_KINDS,
+    USER_KINDS,
     Profile,
     ProfileInvalid,
     ProfileStore,
@@ -385,7 +385,7 @@ class ConnectionDialog(QDialog):
 
     def _on_auth_changed(self, *_args: object) -> None:
         kind = str(self.auth.currentData())
-        self.form.setRowVisible(self.user, kind == AUTH_USER)
+        self.form.setRowVisible(self.user, kind in USER_KINDS)
         self.form.setRowVisible(self.secret, kind in SECRET_KINDS)
         self.form.setRowVisible(self.creds_file.parentWidget(), kind == AUTH_CREDS)
         if kind in SECRET_KINDS:

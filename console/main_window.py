@@ -175,6 +175,10 @@ class TopBar(QFrame):
             "database": StatusPill(Status.UNKNOWN, "Database"),
             "relays": StatusPill(Status.UNKNOWN, "Relays"),
         }
+        # Who is signed in, and the role the engines check on every request (docs/access.md).
+        self._person_icon = QLabel()
+        self.identity = QLabel("Not signed in")
+        self.identity.setObjectName("Identity")
         self.pause_button = QPushButton("Pause all sending")
         self.pause_button.setProperty("destructive", True)
         self.pause_button.setEnabled(False)
@@ -198,6 +202,9 @@ class TopBar(QFrame):
         for pill in self.pills.values():
             layout.addWidget(pill)
         layout.addStretch(1)
+        layout.addWidget(self._person_icon)
+        layout.addWidget(self.identity)
+        layout.addSpacing(12)
         layout.addWidget(self._pause_holder)
         self._restyle()
 
@@ -210,6 +217,16 @@ class TopBar(QFrame):
 
     def target_text(self) -> str:
         return self._target.text()
+
+    def set_identity(self, user: str, role: str) -> None:
+        """Show the signed-in ``user`` and its ``role`` ("": no engine has said yet)."""
+        self.identity.setText(f"<b>{user}</b>&nbsp;·&nbsp;{role or 'role unknown'}")
+        self.identity.setToolTip(
+            f"Signed in to NATS as {user}. The engines check the {role} role on every "
+            "request and record your name in the audit log."
+            if role
+            else f"Signed in to NATS as {user}; no engine has confirmed the role yet."
+        )
 
     def set_pause_available(self, available: bool, reason: str = "") -> None:
         self.pause_button.setEnabled(available)
@@ -247,6 +264,9 @@ class TopBar(QFrame):
         self._target.setFont(theme.scaled_font(self.font(), 1.05))
         ink = theme.text_color(palette)
         self.connection_button.setIcon(theme.icon("mdi6.swap-horizontal", ink))
+        self._person_icon.setPixmap(
+            theme.icon_pixmap("mdi6.account-circle-outline", ink, round(size * 0.8))
+        )
 
     def changeEvent(self, event: Any) -> None:
         if event.type() in (event.Type.PaletteChange, event.Type.ApplicationPaletteChange):
@@ -361,6 +381,9 @@ class MainWindow(QMainWindow):
         self.top_bar = TopBar()
         self.top_bar.set_target(target, target_detail)
         self.top_bar.pause_requested.connect(self._ask_pause)
+        if client.role:
+            self.top_bar.set_identity(client.actor, client.role)
+        client.identity_changed.connect(self.top_bar.set_identity)
         self.top_bar.connection_menu.aboutToShow.connect(self._fill_connection_menu)
         self.banner = AlertBanner()
         self.banner.dismissed.connect(self._on_alert_dismissed)

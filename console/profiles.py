@@ -47,6 +47,8 @@ AUTH_KINDS: dict[str, str] = {
 """Login kinds and how the chooser names them."""
 SECRET_KINDS: dict[str, str] = {AUTH_TOKEN: "token", AUTH_USER: "password", AUTH_NKEY: "nkey seed"}
 """Login kinds whose secret is kept in the keyring, and what the secret is called."""
+USER_KINDS = (AUTH_USER, AUTH_NKEY)
+"""Login kinds that name the user: the console signs its control requests with that name."""
 
 MAX_NAME = 80
 
@@ -137,7 +139,8 @@ class Profile:
     servers: list[str]
     auth: str = AUTH_NONE
     user: str = ""
-    """The user name (login kind ``user``)."""
+    """The user name (login kinds ``user`` and ``nkey``: the engines know users by name, and
+    the control subjects carry it; docs/access.md)."""
     creds_file: str = ""
     """The path of a NATS ``.creds`` file (login kind ``creds``)."""
     tls_ca: str = ""
@@ -162,6 +165,11 @@ class Profile:
         user = self.user.strip()
         if self.auth == AUTH_USER and not user:
             raise ProfileInvalid("Login with user and password needs the user name.")
+        if self.auth == AUTH_NKEY and not user:
+            raise ProfileInvalid(
+                "Login with an nkey seed needs the user name too: the engines know users by"
+                " name (campaign-engine users list)."
+            )
         creds = self.creds_file.strip()
         if self.auth == AUTH_CREDS and not creds:
             raise ProfileInvalid("Login with a credentials file needs the file's path.")
@@ -172,7 +180,7 @@ class Profile:
             self,
             name=name,
             servers=servers,
-            user=user if self.auth == AUTH_USER else "",
+            user=user if self.auth in USER_KINDS else "",
             creds_file=creds if self.auth == AUTH_CREDS else "",
             tls_ca=self.tls_ca.strip(),
         )
@@ -223,6 +231,8 @@ class NatsLogin:
 
     token: str = field(default="", repr=False)
     user: str = ""
+    """The NATS user signing in (with a password or an nkey seed): control requests go out
+    under this name (``control.<user>.…``) and replies come back to ``_INBOX.<user>``."""
     password: str = field(default="", repr=False)
     nkey_seed: str = field(default="", repr=False)
     creds_file: str = ""
@@ -235,7 +245,7 @@ class NatsLogin:
         options: dict[str, Any] = {}
         if self.token:
             options["token"] = self.token
-        if self.user:
+        if self.user and not self.nkey_seed and not self.creds_file:
             options["user"] = self.user
             options["password"] = self.password
         if self.nkey_seed or self.creds_file:
@@ -287,7 +297,7 @@ def login_for(profile: Profile, secret: str) -> NatsLogin:
     wants_tls = any(urlsplit(s).scheme in ("tls", "wss") for s in profile.servers)
     return NatsLogin(
         token=secret if profile.auth == AUTH_TOKEN else "",
-        user=profile.user if profile.auth == AUTH_USER else "",
+        user=profile.user if profile.auth in USER_KINDS else "",
         password=secret if profile.auth == AUTH_USER else "",
         nkey_seed=secret if profile.auth == AUTH_NKEY else "",
         creds_file=profile.creds_file if profile.auth == AUTH_CREDS else "",

@@ -64,7 +64,10 @@ def engine_command() -> list[str]:
 
 @dataclass(frozen=True)
 class StackConnection:
-    """How to reach the local stack (the fields of ``<data_dir>/engine.json``)."""
+    """How to reach the local stack (the fields of ``<data_dir>/engine.json``).
+
+    ``nats_user``/``nats_password``: the stack's generated admin user (docs/access.md);
+    ``nats_token`` is left for engines from before users (empty now)."""
 
     nats_url: str
     nats_token: str
@@ -72,6 +75,8 @@ class StackConnection:
     inbox: str
     node: str
     pid: int
+    nats_user: str = ""
+    nats_password: str = ""
 
     @classmethod
     def load(cls, data_dir: Path) -> StackConnection | None:
@@ -85,6 +90,8 @@ class StackConnection:
                 inbox=str(raw.get("inbox") or ""),
                 node=str(raw.get("node") or ""),
                 pid=int(raw["pid"]),
+                nats_user=str(raw.get("nats_user") or ""),
+                nats_password=str(raw.get("nats_password") or ""),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

@@ -3,7 +3,8 @@
 Subjects:
 - ``events.<type>``: Segment events (track, identify, page, ...); captured by the EVENTS stream.
 - ``metrics.<node>``: telemetry snapshots, four times a second (core NATS, not stored).
-- ``control.<node>.<verb>`` / ``control.all.<verb>``: the request/reply control API.
+- ``control.<user>.<node>.<verb>`` / ``control.<user>.all.<verb>``: the request/reply control
+  API; each user may publish only under its own name (engine/access.py, docs/access.md).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from engine.access import inbox_prefix
 from engine.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -45,10 +47,19 @@ async def connect(
     url: str,
     *,
     token: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+    nkey_seed: str | None = None,
+    control_user: str | None = None,
     name: str = "campaign-engine",
     on_state: Callable[[str], Awaitable[None]] | None = None,
 ) -> NatsClient:
-    """Connect with reconnects forever; a first connection failure is a ``BusError``."""
+    """Connect with reconnects forever; a first connection failure is a ``BusError``.
+
+    Sign in with a ``token``, a ``user`` and ``password``, or an ``nkey_seed`` (the seed text).
+    Replies come back under the user's own inbox prefix (``control_user``, default ``user``: an
+    nkey user has to name itself), the only inbox a console user may read.
+    """
 
     client = NatsClient()
 
@@ -82,6 +93,12 @@ async def connect(
     }
     if token:
         options["token"] = token
+    if user:
+        options.update(user=user, password=password or "")
+    if nkey_seed:
+        options["nkeys_seed_str"] = nkey_seed
+    if control_user or user:
+        options["inbox_prefix"] = inbox_prefix(control_user or user or "")
     try:
         await client.connect(**options)
     except Exception as exc:  # nats raises several unrelated types here

@@ -1,4 +1,4 @@
-"""``campaign-engine``: run the engine, migrate, import/export, inspect the inbox, demo traffic.
+"""``campaign-engine``: run the engine, migrate, import/export, users, the inbox, demo traffic.
 
 Every error reaches the user as one plain sentence on stderr and a non-zero exit code; tracebacks
 are for ``--debug``.
@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from engine.access import ROLES
 from engine.config import Settings, load_settings, settings_from_data
 from engine.errors import EngineError
 
@@ -90,6 +91,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(rpass)
     rpass.add_argument("name", metavar="NAME")
+
+    users = sub.add_parser("users", help="who may use the control API, and in which role")
+    users_sub = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    uadd = users_sub.add_parser("add", help="add a user (viewer, marketer, support or admin)")
+    _common(uadd)
+    uadd.add_argument("name", metavar="NAME")
+    # dest: "role" is the engine's own role (settings_from reads it).
+    uadd.add_argument(
+        "--role",
+        dest="user_role",
+        required=True,
+        choices=["viewer", "marketer", "support", "admin"],
+    )
+    how = uadd.add_mutually_exclusive_group()
+    how.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    how.add_argument(
+        "--nkey",
+        nargs="?",
+        const="",
+        metavar="PUBLIC_KEY",
+        help="sign in with an nkey: the user's public key, or none to generate a pair",
+    )
+    ulist = users_sub.add_parser("list", help="show every user and role (never a secret)")
+    _common(ulist)
+    urole = users_sub.add_parser("set-role", help="change a user's role")
+    _common(urole)
+    urole.add_argument("name", metavar="NAME")
+    urole.add_argument("user_role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
+    urm = users_sub.add_parser("remove", help="remove a user")
+    _common(urm)
+    urm.add_argument("name", metavar="NAME")
+    uconf = users_sub.add_parser(
+        "nats-config", help="print the authorization block for an external nats-server"
+    )
+    _common(uconf)
 
     inbox = sub.add_parser("inbox", help="the local capture inbox")
     inbox_sub = inbox.add_subparsers(dest="inbox_command", required=True, metavar="ACTION")
@@ -271,6 +309,24 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.routes_command == "list":
             return commands.routes_list(settings)
         return commands.routes_set_password(settings, args.name)
+    if args.command == "users":
+        from engine import user_commands as users
+
+        if args.users_command == "add":
+            return users.users_add(
+                settings,
+                args.name,
+                args.user_role,
+                password_stdin=args.password_stdin,
+                nkey=args.nkey,
+            )
+        if args.users_command == "list":
+            return users.users_list(settings)
+        if args.users_command == "set-role":
+            return users.users_set_role(settings, args.name, args.user_role)
+        if args.users_command == "remove":
+            return users.users_remove(settings, args.name)
+        return users.users_nats_config(settings)
     if args.command == "inbox":
         if args.inbox_command == "list":
             return commands.inbox_list(settings, limit=args.limit, search=args.search)

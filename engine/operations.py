@@ -1,6 +1,7 @@
 """Control API verbs served by every node (see engine/control.py for the envelope).
 
-Each verb that changes something writes an audit entry with the actor, what, and how many.
+Each verb that changes something writes an audit entry with the actor, what, and how many. Who
+may call each verb is in the one table of engine/access.py: a verb missing there is refused.
 """
 
 from __future__ import annotations
@@ -308,6 +309,11 @@ def register_operations(control: ControlServer, node: Node) -> None:
     from engine.queue_operations import register_queue_operations
 
     register_queue_operations(control, node)
+
+    from engine.user_operations import register_user_operations
+
+    register_user_operations(control, node)
+
     from engine.offers.operations import register_offer_operations
 
     register_offer_operations(control, node)

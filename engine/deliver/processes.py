@@ -24,6 +24,7 @@ import nats.errors
 import orjson
 from nats.aio.client import Client as NatsClient
 
+from engine.access import SERVICE_USER
 from engine.config import Settings
 from engine.control import ControlError, request
 from engine.errors import EngineError
@@ -40,6 +41,7 @@ def child_settings(
     nats_token: str,
     relay_url: str,
     count: int = 1,
+    nats_auth: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The settings of deliver process ``index`` of ``count``: the parent's, pointed at its
     services, with 1/count of every connection pool, so that together the processes open as
@@ -56,6 +58,8 @@ def child_settings(
         role="deliver", node=f"{settings.engine.node}-deliver{index}", deliver_processes=0
     )
     data["nats"].update(url=nats_url, token=nats_token)
+    if nats_auth and "user" in nats_auth:  # the parent's own NATS user (docs/access.md)
+        data["nats"].update(user=nats_auth["user"], password=nats_auth.get("password", ""))
     data["database"]["url"] = settings.database_url()
     data["smtp"]["url"] = relay_url
     return data
@@ -70,6 +74,7 @@ class DeliverProcesses:
     nats_token: str
     relay_url: str
     count: int
+    nats_auth: dict[str, str] = field(default_factory=dict)
     stop_timeout: float = 40.0
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -82,6 +87,7 @@ class DeliverProcesses:
                 nats_token=self.nats_token,
                 relay_url=self.relay_url,
                 count=self.count,
+                nats_auth=self.nats_auth,
             )
             proc = subprocess.Popen(
                 [sys.executable, "-m", "engine", "run", "--settings-stdin"],
@@ -100,7 +106,9 @@ class DeliverProcesses:
     def nodes(self) -> list[str]:
         return [f"{self.settings.engine.node}-deliver{i}" for i in range(1, self.count + 1)]
 
-    async def wait_ready(self, nc: NatsClient, timeout: float = 60.0) -> None:
+    async def wait_ready(
+        self, nc: NatsClient, timeout: float = 60.0, *, user: str = SERVICE_USER
+    ) -> None:
         """Until every child answers ``ping`` on the control API (it is then delivering);
         ``EngineError`` if one exits first or the time runs out."""
         loop = asyncio.get_running_loop()
@@ -114,7 +122,7 @@ class DeliverProcesses:
                         "starting (its log is above)"
                     )
                 try:
-                    await request(nc, node, "ping", timeout=0.5)
+                    await request(nc, node, "ping", user=user, timeout=0.5)
                 except (ControlError, nats.errors.Error):
                     continue
                 del waiting[node]

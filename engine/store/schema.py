@@ -305,6 +305,19 @@ segment_rechecks = Table(
     Index("ix_segment_rechecks_fire_at", "fire_at"),
 )
 
+# Users of the control API (engine/users.py, docs/access.md). ``auth`` is "password" (a bcrypt
+# hash, never the password) or "nkey" (the public key; the seed stays with its owner).
+users = Table(
+    "users",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("auth", String(20), nullable=False),
+    Column("password_hash", String(100)),
+    Column("nkey", String(60), unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
 # Broadcasts (engine/broadcasts.py): a template sent to a segment's members now or at a time.
 # The fan-out walks the members in contact id order from ``cursor``, one page per transaction,
 # creating intents with dedup keys of their own: a rerun or a restart never mails anyone twice.

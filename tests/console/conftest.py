@@ -113,18 +113,21 @@ def qloop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
 
 
 async def serve_control(url: str, token: str, node: str, replies: dict[str, Any]) -> Any:
-    """A control responder with canned replies; records every request body it receives."""
+    """A control responder with canned replies; records every request body it receives.
+    It answers ``whoami`` (the console asks after connecting) as the engine would for the
+    subject's user, an admin, unless ``replies`` says otherwise."""
     nc = await nats.connect(url, token=token)
+    replies.setdefault("whoami", {"ok": True, "result": {"user": "admin", "role": "admin"}})
     seen: list[dict[str, Any]] = []
 
     async def on_request(msg: Any) -> None:
-        verb = msg.subject.split(".", 2)[2]
+        verb = msg.subject.split(".", 3)[3]  # control.<user>.<node>.<verb>
         seen.append({"subject": msg.subject, **orjson.loads(msg.data)})
         if verb in replies:
             await msg.respond(orjson.dumps(replies[verb]))
 
-    await nc.subscribe(f"control.{node}.>", cb=on_request)
-    await nc.subscribe("control.all.>", cb=on_request)
+    await nc.subscribe(f"control.*.{node}.>", cb=on_request)
+    await nc.subscribe("control.*.all.>", cb=on_request)
     await nc.flush()
     return nc, seen
 
@@ -188,6 +191,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     import ctypes
 
     ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
+
+
+async def connect_as_engine(engine: StackConnection) -> Any:
+    """A NATS connection as the engines' own user (its password is in the data directory), for
+    tests that publish events straight to the stream as a producer would; the console's admin
+    user may publish control requests only."""
+    secret = await asyncio.to_thread(_engine_secret, engine.pid)
+    return await nats.connect(engine.nats_url, user="engine", password=secret)
+
+
+def _engine_secret(pid: int) -> str:
+    """The engines' NATS password, from the data directory the engine ``pid`` was started on."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    data_dir = Path(args[args.index("--data-dir") + 1])
+    return (data_dir / "nats-engine.secret").read_text().strip()
 
 
 @contextlib.contextmanager
@@ -273,7 +291,7 @@ async def open_console(client: EngineClient, engine: StackConnection) -> MainWin
     Not qtbot.addWidget: pytest-qt would delete the window before the fixture's teardown
     stops its timers and drains NATS (``close_console``).
     """
-    await client.connect_to(engine.nats_url, engine.nats_token)
+    await client.connect_to(engine.nats_url, user=engine.nats_user, password=engine.nats_password)
     window = MainWindow(client, target="Local stack", target_detail=engine.nats_url)
     window.resize(1600, 1000)
     window.show()

@@ -147,9 +147,13 @@ def test_local_stack_starts_the_engine_and_stop_leaves_nothing(
     async def scenario() -> StackConnection:
         connection = await stack.start()
         assert stack.running and connection.pid == stack.pid
-        assert connection.nats_url.startswith("nats://127.0.0.1:") and connection.nats_token
+        assert connection.nats_url.startswith("nats://127.0.0.1:")
+        assert connection.nats_user == "admin" and connection.nats_password
         client = EngineClient()
-        await client.connect_to(connection.nats_url, connection.nats_token)
+        await client.connect_to(
+            connection.nats_url, user=connection.nats_user, password=connection.nats_password
+        )
+        assert client.role == "admin"
         health = await client.request("ping")
         assert health["node"] == connection.node
         await wait_until(lambda: client.nodes() == [connection.node], timeout=10)
@@ -342,7 +346,7 @@ def test_pause_all_sending_asks_first_then_pauses(
             qtbot.mouseClick(dialog.confirm_button(), Qt.MouseButton.LeftButton)
             await wait_until(lambda: "Pause all queues" in window.messages.text(), timeout=5)
             pauses = [s for s in seen if s["subject"].endswith("sending.pause")]
-            assert [p["subject"] for p in pauses] == ["control.n1.sending.pause"] * 2
+            assert [p["subject"] for p in pauses] == ["control.admin.n1.sending.pause"] * 2
             assert pauses[1]["args"] == {"reason": "relay-a returns 421"}
         finally:
             window.stop_timers()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 
 from console.main_window import MainWindow
 from console.pages.audit import AuditPage
@@ -21,7 +20,7 @@ def test_an_operators_actions_are_listed_newest_first_and_searchable(
 ) -> None:
     page = audit_page(console)
     client = console.client
-    me = getpass.getuser()
+    me = client.actor  # the signed-in NATS user the audit log records (the stack's admin)
 
     async def scenario() -> None:
         await wait_until(lambda: page.freshness.text() != "no data yet", timeout=10)

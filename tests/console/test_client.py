@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 from typing import Any
 
 import nats
@@ -123,13 +122,11 @@ def test_requests_use_the_envelope_and_map_refusals(
         try:
             await client.connect_to(nats_server.url, nats_server.token)
             assert await client.request("echo", {"a": 1}, node="n1") == {"pong": 1}
-            assert seen[-1] == {
-                "subject": "control.n1.echo",
-                "actor": getpass.getuser(),
-                "args": {"a": 1},
-            }
-            assert await client.request("echo") == {"pong": 1}  # control.all.echo
-            assert seen[-1]["subject"] == "control.all.echo"
+            assert client.role == "admin"  # whoami, asked at connect
+            # The subject names the signed-in user; the body carries the arguments only.
+            assert seen[-1] == {"subject": "control.admin.n1.echo", "args": {"a": 1}}
+            assert await client.request("echo") == {"pong": 1}  # control.admin.all.echo
+            assert seen[-1]["subject"] == "control.admin.all.echo"
             with pytest.raises(ControlRefused) as refused:
                 await client.request("nope", node="n1")
             assert refused.value.message == "limit must be a positive whole number"

@@ -111,7 +111,7 @@ async def test_user_password_and_nkey_logins(tmp_path: Path) -> None:
         with pytest.raises(EngineUnreachable) as refused:
             await probe(server.url, login_for(user, "wrong"), timeout=1)
         assert "refused the login" in str(refused.value)
-        nkey = Profile("n", [server.url], auth=AUTH_NKEY)
+        nkey = Profile("n", [server.url], auth=AUTH_NKEY, user="nia")
         assert isinstance(await probe(server.url, login_for(nkey, seed)), ProbeResult)
         other = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER).decode()
         with pytest.raises(EngineUnreachable) as unknown:
@@ -124,7 +124,13 @@ async def test_user_password_and_nkey_logins(tmp_path: Path) -> None:
 def test_test_connection_finds_the_engine(
     qloop: asyncio.AbstractEventLoop, engine: StackConnection
 ) -> None:
-    found = run(qloop, probe(engine.nats_url, NatsLogin(token=engine.nats_token)))
+    found = run(
+        qloop,
+        probe(
+            engine.nats_url,
+            NatsLogin(user=engine.nats_user, password=engine.nats_password),
+        ),
+    )
     assert found.nodes == [engine.node] and found.status == "healthy"
     assert found.words().endswith(f"1 engine node answered: {engine.node}.")
 
@@ -150,24 +156,29 @@ def test_connection_chooser_screenshot_adds_tests_and_connects_a_profile(
     dialog.servers.setText(f"{engine.nats_url}")
     dialog.auth.setCurrentIndex(dialog.auth.findData("token"))
     assert dialog.secret.isVisible() and not dialog.user.isVisible()
-    qtbot.keyClicks(dialog.secret, "wrong-token")
+    dialog.auth.setCurrentIndex(dialog.auth.findData("nkey"))
+    assert dialog.secret.isVisible() and dialog.user.isVisible()  # the engines know names
+    dialog.auth.setCurrentIndex(dialog.auth.findData("user"))
+    assert dialog.secret.isVisible() and dialog.user.isVisible()
+    qtbot.keyClicks(dialog.user, engine.nats_user)
+    qtbot.keyClicks(dialog.secret, "wrong-password")
     op = dialog.test_connection()
     assert op is not None
     run(qloop, settle(op))
     assert "refused the login (authorization violation)" in dialog.status_text()
 
     dialog.secret.clear()
-    qtbot.keyClicks(dialog.secret, engine.nats_token)
+    qtbot.keyClicks(dialog.secret, engine.nats_password)
     assert dialog.save()
     assert dialog.names() == ["Local stack", "Production EU"]
     text = profiles.path.read_text()
-    assert engine.nats_token not in text and "Production EU" in text
-    assert list(memory_keyring.secrets.values()) == [engine.nats_token]
+    assert engine.nats_password not in text and "Production EU" in text
+    assert list(memory_keyring.secrets.values()) == [engine.nats_password]
     assert dialog.secret.text() == "" and "stored in the OS keyring" in (
         dialog.secret.placeholderText()
     )
 
-    op = dialog.test_connection()  # the stored token, nothing typed
+    op = dialog.test_connection()  # the stored password, nothing typed
     assert op is not None
     run(qloop, settle(op))
     assert f"1 engine node answered: {engine.node}" in dialog.status_text()
@@ -180,7 +191,8 @@ def test_connection_chooser_screenshot_adds_tests_and_connects_a_profile(
         run(qloop, settle(op))
     target = chosen.args[0]
     assert isinstance(target, Target) and target.profile == "Production EU"
-    assert target.login.token == engine.nats_token and target.url == engine.nats_url
+    assert target.login.user == engine.nats_user and target.url == engine.nats_url
+    assert target.login.password == engine.nats_password
 
 
 def test_the_chooser_refuses_bad_input_in_words(
@@ -237,18 +249,20 @@ def test_the_console_connects_with_a_profile_and_switches_at_run_time(
     memory_keyring: MemoryKeyring,
     tmp_path: Path,
 ) -> None:
-    """``campaign-console --profile prod``: connect; a wrong token keeps the connection; switch
-    to another NATS (no engine there) and back; quitting leaves nothing running."""
-    profiles.save(Profile("prod", [engine.nats_url], auth="token"), engine.nats_token)
+    """``campaign-console --profile prod`` (its user and password): connect; a wrong password
+    keeps the connection; switch to another NATS (no engine there) and back; quitting leaves
+    nothing running."""
+    admin = engine.nats_user
+    profiles.save(Profile("prod", [engine.nats_url], auth="user", user=admin), engine.nats_password)
     profiles.save(Profile("bare", [nats_server.url], auth="token"), nats_server.token)
-    profiles.save(Profile("bad", [engine.nats_url], auth="token"), "not-the-token")
+    profiles.save(Profile("bad", [engine.nats_url], auth="user", user=admin), "not-the-password")
     options = console_app.parse_args(
         ["--profile", "prod", "--profiles", str(profiles.path), "--data-dir", str(tmp_path)]
     )
     app = QApplication.instance()
     assert isinstance(app, QApplication)
     target = console_app.resolve_target(options)
-    assert target.profile == "prod" and target.login.token == engine.nats_token
+    assert target.profile == "prod" and target.login.user == admin
 
     async def scenario() -> int:
         main = asyncio.ensure_future(console_app.run(app, options, target))
@@ -260,6 +274,9 @@ def test_the_console_connects_with_a_profile_and_switches_at_run_time(
         await wait_until(lambda: client.nodes() == [engine.node], timeout=15)
         assert "prod" in window.top_bar.target_text()
         assert window.connected_profile == "prod"
+        # The profile's user signed in: the top bar says who, with the role the engine gives.
+        signed_in = f"<b>{admin}</b>&nbsp;·&nbsp;admin"
+        await wait_until(lambda: window.top_bar.identity.text() == signed_in)
 
         window.connect_profile("bad")
         await wait_until(lambda: "Could not connect to bad" in window.messages.text())

@@ -85,7 +85,9 @@ def test_an_engine_alert_shows_notifies_and_resolves(
 
             # A console that connects later sees the active alert at once.
             late = EngineClient()
-            await late.connect_to(engine.nats_url, engine.nats_token)
+            await late.connect_to(
+                engine.nats_url, user=engine.nats_user, password=engine.nats_password
+            )
             try:
                 await wait_until(lambda: bool(late.active_alerts()), timeout=5)
                 assert late.active_alerts()[0]["rule"] == "latency_p99"

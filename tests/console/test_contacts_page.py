@@ -9,7 +9,6 @@ import time
 import uuid
 from typing import Any
 
-import nats
 import orjson
 import pytest
 
@@ -17,13 +16,13 @@ from console.main_window import MainWindow
 from console.pages.contacts import ID_ROLE, ContactsPage
 from console.stack import StackConnection
 from engine.ingest.validate import format_time
-from tests.console.conftest import run, save_screenshot, wait_until
+from tests.console.conftest import connect_as_engine, run, save_screenshot, wait_until
 
 pytestmark = pytest.mark.qt_log_ignore(r"^This plugin does not support")
 
 
 async def publish(engine: StackConnection, events: list[dict[str, Any]]) -> None:
-    nc = await nats.connect(engine.nats_url, token=engine.nats_token or None)
+    nc = await connect_as_engine(engine)
     try:
         js = nc.jetstream()
         for event in events:

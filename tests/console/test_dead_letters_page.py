@@ -6,13 +6,12 @@ import asyncio
 import uuid
 from typing import Any
 
-import nats
 import orjson
 
 from console.main_window import MainWindow
 from console.pages.dead_letters import DeadLettersPage, pretty_payload
 from console.stack import StackConnection
-from tests.console.conftest import run, save_screenshot, wait_until
+from tests.console.conftest import connect_as_engine, run, save_screenshot, wait_until
 from widgets.confirm import ConfirmImpactDialog
 
 NOT_JSON = "payload: not valid JSON"
@@ -20,7 +19,7 @@ NOT_JSON = "payload: not valid JSON"
 
 async def publish_raw(engine: StackConnection, *bodies: bytes) -> None:
     """Publish ``bodies`` straight to the events stream, as a broken producer would."""
-    nc = await nats.connect(engine.nats_url, token=engine.nats_token or None)
+    nc = await connect_as_engine(engine)
     try:
         js = nc.jetstream()
         for body in bodies:

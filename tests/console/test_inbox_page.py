@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import nats
 import orjson
 import pytest
 from PySide6.QtCore import QEventLoop, Qt, QTimer, QUrl
@@ -23,7 +22,14 @@ from console.pages import inbox
 from console.pages.inbox import HtmlView, InboxPage, ParsedMessage, guarded_html
 from console.stack import StackConnection
 from engine.ingest.validate import format_time
-from tests.console.conftest import close_console, open_console, run, save_screenshot, wait_until
+from tests.console.conftest import (
+    close_console,
+    connect_as_engine,
+    open_console,
+    run,
+    save_screenshot,
+    wait_until,
+)
 
 # QtWebEngine as root without a GPU (the Makefile sets the same for `make test`).
 os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox --disable-gpu")
@@ -99,7 +105,7 @@ async def publish_order(engine: StackConnection, email: str) -> None:
         "timestamp": now,
         "receivedAt": now,
     }
-    nc = await nats.connect(engine.nats_url, token=engine.nats_token or None)
+    nc = await connect_as_engine(engine)
     try:
         js = nc.jetstream()
         await js.publish(

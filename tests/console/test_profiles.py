@@ -67,7 +67,12 @@ def test_rename_moves_the_secret_and_delete_forgets_it(
     # A login without a secret drops the old one.
     store.save(Profile("staging-eu", ["nats://10.0.0.5:4222"]), None, replacing="staging-eu")
     assert memory_keyring.secrets == {}
-    store.save(Profile("prod", ["nats://10.0.0.6:4222"], auth="nkey"), "SUAXXX")
+    store.save(Profile("prod", ["nats://10.0.0.6:4222"], auth="nkey", user="mo"), "SUAXXX")
+    # An nkey profile keeps its user's name: the console's control requests carry it, and
+    # NATS gets the seed alone.
+    assert store.get("prod").user == "mo"
+    login = login_for(store.get("prod"), "SUAXXX")
+    assert login.user == "mo" and "user" not in login.connect_options()
     store.delete("prod")
     assert store.names() == ["staging-eu"] and memory_keyring.secrets == {}
 
@@ -102,6 +107,7 @@ def test_bad_profiles_change_nothing(store: ProfileStore, memory_keyring: Memory
         (Profile("x\ny", ["nats://a:4222"]), None, "control characters"),
         (Profile("prod", ["nats://a:4222"]), None, "exists already"),
         (Profile("new", ["nats://a:4222"], auth="user"), "pw", "needs the user name"),
+        (Profile("new", ["nats://a:4222"], auth="nkey"), "SUA", "needs the user name too"),
         (Profile("new", ["nats://a:4222"], auth="creds"), None, "needs the file's path"),
         (Profile("new", ["nats://a:4222"], auth="kerberos"), None, "Unknown login kind"),
         (Profile("new", ["nats://a:4222"], auth="token"), None, "Type the token"),

@@ -38,7 +38,7 @@ from tests.console.conftest import (
 from widgets.confirm import ConfirmImpactDialog
 from widgets.sparkline_table import CELL_PADDING
 
-ACTOR = "ops-ana"
+ACTOR = "admin"  # the local stack's generated user: the console signs in as it
 ROUTES_TOML = """
 [routes.relay-b]
 url = "smtp://127.0.0.1:9"
@@ -90,7 +90,7 @@ def store(engine: StackConnection, data_dir: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def console(qloop: asyncio.AbstractEventLoop, engine: StackConnection) -> Iterator[MainWindow]:
-    """The console as operator ``ops-ana``, connected to the module's engine."""
+    """The console as the local stack's ``admin``, connected to the module's engine."""
     pages.register_builtin_pages()
     window = run(qloop, open_console(EngineClient(actor=ACTOR), engine))
     try:
@@ -235,7 +235,7 @@ def test_queues_are_listed_live_and_pause_resume_round_trip(
         await wait_until(
             lambda: (page_queue(page, "welcome") or {}).get("state") == "paused", timeout=5
         )
-        assert "workflow paused by ops-ana" in page_queue(page, "welcome")["why"]  # type: ignore[index]
+        assert f"workflow paused by {ACTOR}" in page_queue(page, "welcome")["why"]  # type: ignore[index]
         assert "workflow:welcome" in {r["key"] for r in page.control_model.rows()}
         [entry, *_] = await audit_rows(page.client, "queues.pause")
         assert (entry["actor"], entry["target"], entry["count"]) == (ACTOR, "workflow=welcome", 4)

@@ -10,7 +10,6 @@ import time
 import uuid
 from typing import Any
 
-import nats
 import orjson
 import pytest
 from PySide6.QtWidgets import QTreeWidgetItem
@@ -24,7 +23,7 @@ from console.stack import StackConnection
 from engine.ingest.validate import format_time
 from engine.segments.model import Condition, SegmentInvalid, TraitCompare
 from engine.segments.text import format_condition, parse_condition
-from tests.console.conftest import run, save_screenshot, wait_until
+from tests.console.conftest import connect_as_engine, run, save_screenshot, wait_until
 
 pytestmark = pytest.mark.qt_log_ignore(r"^This plugin does not support")
 
@@ -181,7 +180,7 @@ async def track(engine: StackConnection, user: str, event: str, **props: Any) ->
         "timestamp": now,
         "receivedAt": now,
     }
-    nc = await nats.connect(engine.nats_url, token=engine.nats_token or None)
+    nc = await connect_as_engine(engine)
     try:
         await nc.jetstream().publish(
             "events.track", orjson.dumps(body), headers={"Nats-Msg-Id": body["messageId"]}

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
 
-import nats
 import orjson
 import pytest
 from PySide6.QtCore import QEventLoop, QTimer, QUrl
@@ -29,7 +28,14 @@ from console.pages.template_panels import SAMPLE_EVENT, VersionsDialog
 from console.pages.templates import TemplatesPage
 from console.stack import StackConnection
 from engine.ingest.validate import format_time
-from tests.console.conftest import close_console, open_console, run, save_screenshot, wait_until
+from tests.console.conftest import (
+    close_console,
+    connect_as_engine,
+    open_console,
+    run,
+    save_screenshot,
+    wait_until,
+)
 
 os.environ.setdefault("QTWEBENGINE_CHROMIUM_FLAGS", "--no-sandbox --disable-gpu")
 
@@ -95,7 +101,7 @@ async def sign_up(engine: StackConnection, user: str, address: str, first: str) 
         "timestamp": now,
         "receivedAt": now,
     }
-    nc = await nats.connect(engine.nats_url, token=engine.nats_token or None)
+    nc = await connect_as_engine(engine)
     try:
         await nc.jetstream().publish(
             "events.track", orjson.dumps(event), headers={"Nats-Msg-Id": event["messageId"]}

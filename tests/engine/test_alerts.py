@@ -24,6 +24,7 @@ from engine.control import ControlError, request
 from engine.node import Node
 from engine.store import Store, schema
 from engine.telemetry import Telemetry
+from tests.engine.access_support import grant
 from tests.engine.deliver.deliver_support import add_intent
 
 
@@ -296,6 +297,8 @@ async def test_a_node_serves_alert_verbs_and_reports_alerts(tmp_path: Path) -> N
         async def on_metrics(msg: Any) -> None:
             snapshots.append(orjson.loads(msg.data))
 
+        assert node.store is not None
+        grant(node.store, "ana", "admin")
         sub = await nc.subscribe("metrics.a1", cb=on_metrics)
         rules = await request(nc, "a1", "alerts.rules")
         assert [r["rule"] for r in rules["rules"]] == [
@@ -306,13 +309,13 @@ async def test_a_node_serves_alert_verbs_and_reports_alerts(tmp_path: Path) -> N
             "route_paused",
         ]
         changed = await request(
-            nc, "a1", "alerts.set_rule", {"rule": "queue_age", "threshold": 42}, actor="ana"
+            nc, "a1", "alerts.set_rule", {"rule": "queue_age", "threshold": 42}, user="ana"
         )
         assert changed["threshold"] == 42
         rules = await request(nc, "a1", "alerts.rules")
         assert rules["rules"][2]["threshold"] == 42
         with pytest.raises(ControlError, match="unknown alert rule"):
-            await request(nc, "a1", "alerts.set_rule", {"rule": "x"}, actor="ana")
+            await request(nc, "a1", "alerts.set_rule", {"rule": "x"}, user="ana")
 
         # The gauge another stage sets when a relay cannot be reached.
         node.telemetry.gauge("route_down", 1, route="default")

@@ -26,6 +26,7 @@ from engine.library import seed_library
 from engine.node import Node
 from engine.pacing.policy import Pacing
 from engine.store import Store, open_store, schema
+from tests.engine.access_support import grant
 
 START = 1_800_000_000.0  # 2027-01-15 08:00 UTC; 03:00 in New York
 
@@ -243,8 +244,10 @@ async def test_broadcast_end_to_end_with_quiet_hours_and_cancel(node: Node) -> N
     fill(store, [contact(k) for k in range(5)])
     fill(store, [contact(k, timezone="America/New_York") for k in (5, 6)])
 
+    grant(store, "marketer-mo", "marketer")
+
     async def call(verb: str, args: dict[str, Any] | None = None) -> Any:
-        return await request(nc, "b1", verb, args, actor="marketer-mo", timeout=10)
+        return await request(nc, "b1", verb, args, user="marketer-mo", timeout=10)
 
     assert {"broadcasts.create", "broadcasts.list", "broadcasts.cancel"} <= set(
         (await call("ping"))["verbs"]

@@ -23,6 +23,7 @@ from engine.control import ControlError, request
 from engine.ingest.validate import format_time
 from engine.node import Node
 from engine.store import schema
+from tests.engine.access_support import grant
 
 
 @pytest.fixture
@@ -38,6 +39,8 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
     )
     node = Node(settings, clock=ManualClock(float(int(time.time()))))
     await node.start()
+    assert node.store is not None
+    grant(node.store, "ada", "marketer")
     try:
         yield node
     finally:
@@ -51,7 +54,7 @@ def clock_of(node: Node) -> ManualClock:
 
 async def call(node: Node, verb: str, args: dict[str, Any] | None = None) -> Any:
     assert node.nc is not None
-    return await request(node.nc, "w1", verb, args, actor="ada", timeout=15)
+    return await request(node.nc, "w1", verb, args, user="ada", timeout=15)
 
 
 async def wait_for(predicate: Callable[[], Awaitable[Any]], what: str, timeout: float = 20) -> Any:

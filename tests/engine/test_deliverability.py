@@ -124,11 +124,12 @@ async def test_verb_and_gauges(ledger: Store, nats_url: str, nats_token: str) ->
     node = Node(load_settings(None, environ={}), clock=ManualClock(NOW))
     node.store = ledger
     nc = await bus.connect(nats_url, token=nats_token)
-    control = ControlServer(nc, "n1")
+    control = ControlServer(nc, "n1", roles=node.role_of)
     register_operations(control, node)
     await control.start()
     try:
-        reply = await request(nc, "n1", "deliverability.summary")
+        # The engines' own user: a viewer, enough to read.
+        reply = await request(nc, "n1", "deliverability.summary", user="engine")
     finally:
         await control.stop()
         await nc.drain()

@@ -26,6 +26,7 @@ from engine.inbox import get_message, list_messages
 from engine.library import default_templates_dir
 from engine.node import Node
 from engine.store import schema
+from tests.engine.access_support import grant
 
 WORKFLOW = """
 id = "cart-test"
@@ -164,12 +165,14 @@ async def test_the_holdout_never_gets_mail_and_arms_get_their_subjects(node: Nod
     assert "lift" in by_arm["a"] and exp["state"] == "collecting"
 
     # Promotion by hand: audited; a wrong variant is refused with the reason.
+    assert node.store is not None
+    grant(node.store, "ana", "marketer")
     with pytest.raises(ControlError, match="has no variant 'c'"):
         await request(
             node.nc, "x1", "experiments.promote", {"experiment": exp["id"], "variant": "c"}
         )
     done = await request(
-        node.nc, "x1", "experiments.promote", {"experiment": exp["id"], "variant": "b"}, actor="ana"
+        node.nc, "x1", "experiments.promote", {"experiment": exp["id"], "variant": "b"}, user="ana"
     )
     assert done["changed"] is True
     audit = await request(node.nc, "x1", "audit.list", {"search": "experiments.promote"})

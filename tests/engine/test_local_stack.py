@@ -20,6 +20,7 @@ from engine.config import load_settings
 from engine.control import ControlError, request
 from engine.inbox import get_message, list_messages
 from engine.node import Node
+from tests.engine.access_support import grant
 
 
 @pytest.fixture
@@ -135,7 +136,8 @@ async def ledger(node: Node) -> dict[str, int]:
 
 
 async def test_control_api_lists_dead_letters_for_bad_events(node: Node) -> None:
-    assert node.js is not None and node.nc is not None
+    assert node.js is not None and node.nc is not None and node.store is not None
+    grant(node.store, "ops-ana", "support")
     await node.js.publish("events.track", b"{not json", headers={"Nats-Msg-Id": "bad-1"})
     await node.js.publish("events.track", b'{"type": "track", "event": "X"}')
     for _ in range(100):
@@ -147,7 +149,7 @@ async def test_control_api_lists_dead_letters_for_bad_events(node: Node) -> None
     assert any("JSON" in r for r in reasons), reasons
     assert any("userId" in r for r in reasons), reasons
     discarded = await request(
-        node.nc, "t1", "dead_letters.discard", {"ids": [dead[0]["id"]]}, actor="ops-ana"
+        node.nc, "t1", "dead_letters.discard", {"ids": [dead[0]["id"]]}, user="ops-ana"
     )
     assert discarded == {"discarded": 1}
     audit = await request(node.nc, "t1", "audit.list", {"search": "ops-ana"})

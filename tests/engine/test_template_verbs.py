@@ -24,6 +24,7 @@ from engine.control import ControlError, request
 from engine.inbox import get_message, list_messages
 from engine.node import Node
 from engine.store import schema
+from tests.engine.access_support import grant
 
 
 def node_settings(data: Path, name: str, **extra: Any) -> Any:
@@ -41,6 +42,8 @@ def node_settings(data: Path, name: str, **extra: Any) -> Any:
 async def node(tmp_path: Path) -> AsyncIterator[Node]:
     node = Node(node_settings(tmp_path / "data", "t1"))
     await node.start()
+    assert node.store is not None
+    grant(node.store, "ada", "marketer")
     try:
         yield node
     finally:
@@ -49,7 +52,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 
 async def call(node: Node, verb: str, args: dict[str, Any] | None = None, **kw: Any) -> Any:
     assert node.nc is not None
-    return await request(node.nc, node.settings.engine.node, verb, args, actor="ada", **kw)
+    return await request(node.nc, node.settings.engine.node, verb, args, user="ada", **kw)
 
 
 async def wait_for(predicate: Callable[[], Awaitable[Any]], what: str, timeout: float = 20) -> Any:
@@ -268,12 +271,14 @@ async def test_a_save_on_one_node_is_live_on_the_others(tmp_path: Path) -> None:
     a = Node(node_settings(tmp_path / "a", "a1"))
     await a.start()
     try:
+        assert a.store is not None
+        grant(a.store, "ada", "marketer")
         b = Node(
             node_settings(
                 tmp_path / "b",
                 "b1",
                 engine={"role": "deliver"},
-                nats={"url": a.nats_url, "token": a.nats_token},
+                nats={"url": a.nats_url, **a.nats_auth()},
                 database={"url": a.settings.database_url()},
                 smtp={"url": f"smtp://{a.inbox_address}"},
             )

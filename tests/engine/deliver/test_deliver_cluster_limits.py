@@ -20,11 +20,13 @@ from engine.deliver.processes import DeliverProcesses
 from engine.library import seed_library
 from engine.natsserver import NatsServer
 from engine.store import open_store
+from tests.engine.access_support import grant
 
 RATE = 20.0  # the route's per_second, for the whole cluster
 BURST = 3.0  # its bucket: a burst of 3 at most (1 per node)
 NODES = 3
 INTERVAL, TTL = 0.5, 1.5  # presence timings: a dead node is dropped within TTL + INTERVAL / 2
+WATCHER = "watcher"  # the viewer the test asks for the routes' shares
 TOLERANCE = 2  # transactions: timer granularity and rounding at the window edges
 
 
@@ -60,6 +62,7 @@ def _queue(settings: Settings, count: int) -> None:
     try:
         seed_library(store, None, time.time())
         add_contact(store, "c1", "ok@example.com")
+        grant(store, WATCHER, "viewer")
         now = time.time()
         for n in range(count):
             add_intent(
@@ -80,7 +83,7 @@ async def _shares(nc: bus.NatsClient, nodes: list[str]) -> list[dict[str, Any] |
     out: list[dict[str, Any] | None] = []
     for node in nodes:
         try:
-            reply = await request(nc, node, "routes.list", timeout=1.0)
+            reply = await request(nc, node, "routes.list", user=WATCHER, timeout=1.0)
         except (ControlError, TimeoutError, nats.errors.Error):
             out.append(None)
             continue

@@ -22,6 +22,7 @@ from engine.library import export_templates, import_templates, load_library
 from engine.node import Node
 from engine.render.templates import read_template
 from engine.store import Store, schema
+from tests.engine.access_support import grant
 
 TEMPLATE_TOML = """\
 name = "Promo"
@@ -215,9 +216,12 @@ async def test_the_editor_saves_a_route_and_the_next_send_takes_it(
     try:
         assert node.nc is not None
 
+        assert node.store is not None
+        grant(node.store, "ada", "marketer")
+
         async def save(route: str) -> Any:
             draft = {"template": "order-confirmation", "draft": {"route": route}}
-            return await request(node.nc, "tr2", "templates.save", draft, actor="ada")
+            return await request(node.nc, "tr2", "templates.save", draft, user="ada")
 
         with pytest.raises(ControlError, match=r"not saved: template 'order-confirmation': "):
             await save("relay-z")

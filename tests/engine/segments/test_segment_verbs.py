@@ -20,6 +20,7 @@ from engine.control import ControlError, request
 from engine.node import Node
 from engine.segments.build import SegmentBuilder
 from engine.store import Store, schema
+from tests.engine.access_support import grant
 
 CONTACTS = 240
 
@@ -91,8 +92,10 @@ async def test_save_build_and_query_a_segment(node: Node) -> None:
     assert node.store is not None and node.nc is not None
     store, nc = node.store, node.nc
 
+    grant(store, "marketer-mo", "marketer")
+
     async def call(verb: str, args: dict[str, Any] | None = None) -> Any:
-        return await request(nc, "s1", verb, args, actor="marketer-mo", timeout=10)
+        return await request(nc, "s1", verb, args, user="marketer-mo", timeout=10)
 
     assert "segments.save" in (await call("ping"))["verbs"]
     saved = await call(
@@ -177,8 +180,10 @@ async def test_bad_definitions_are_refused_and_change_nothing(
 ) -> None:
     assert node.store is not None and node.nc is not None
 
+    grant(node.store, "mo", "marketer")
+
     async def call(verb: str, a: dict[str, Any]) -> Any:
-        return await request(node.nc, "s1", verb, a, actor="mo")  # type: ignore[arg-type]
+        return await request(node.nc, "s1", verb, a, user="mo")  # type: ignore[arg-type]
 
     base = {"segment": "base", "name": "Base", "text": "subscribed to marketing"}
     await call("segments.save", base)
@@ -210,7 +215,7 @@ async def test_a_save_on_one_node_is_live_on_the_others(node: Node, tmp_path: Pa
             overrides={
                 "engine": {"data_dir": str(tmp_path / "other"), "node": "s2", "role": "decide"},
                 "http": {"listen": "127.0.0.1:0"},
-                "nats": {"url": node.nats_url, "token": node.nats_token},
+                "nats": {"url": node.nats_url, **node.nats_auth()},
                 "database": {"url": node.settings.database_url()},
             },
         )
@@ -218,6 +223,8 @@ async def test_a_save_on_one_node_is_live_on_the_others(node: Node, tmp_path: Pa
     await other.start()
     try:
         registry = other.components["segments"]
+        assert node.store is not None
+        grant(node.store, "ada", "marketer")
         assert "vip" not in registry.index.segments
         assert node.nc is not None
         await request(
@@ -225,7 +232,7 @@ async def test_a_save_on_one_node_is_live_on_the_others(node: Node, tmp_path: Pa
             "s1",
             "segments.save",
             {"segment": "vip", "name": "VIP", "text": 'trait plan = "pro"'},
-            actor="ada",
+            user="ada",
         )
         deadline = time.monotonic() + 20
         while "vip" not in registry.index.segments:
@@ -237,7 +244,7 @@ async def test_a_save_on_one_node_is_live_on_the_others(node: Node, tmp_path: Pa
             "s1",
             "segments.save",
             {"segment": "vip", "name": "VIP", "text": 'trait plan in ["pro", "team"]'},
-            actor="ada",
+            user="ada",
         )
         while registry.index.segments["vip"].version != 2:
             assert time.monotonic() < deadline, "node s2 never loaded version 2"
