@@ -198,8 +198,13 @@ class Probe:
 async def measure(conn: StackConnection, rate: float, warmup: float, seconds: float) -> Figures:
     figures = Figures()
     pages.register_builtin_pages()
-    client = EngineClient(actor="bench")
-    await client.connect_to(conn.nats_url, conn.nats_token)
+    client = EngineClient()
+    await client.connect_to(
+        conn.nats_url,
+        conn.nats_token or None,
+        user=conn.nats_user or None,
+        password=conn.nats_password or None,
+    )
     window = MainWindow(client, target="Local stack", target_detail=conn.nats_url)
     window.resize(1600, 1000)
     window.show()

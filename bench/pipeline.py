@@ -169,9 +169,10 @@ def ledger_open(db_path: Path) -> int:
 
 async def engine_stages(nc: Any) -> str:
     """The engine's own per-stage p50/p99 (from its telemetry), to show where time goes."""
+    from engine.access import SERVICE_USER
     from engine.control import request
 
-    snap = await request(nc, "bench", "metrics")
+    snap = await request(nc, "bench", "metrics", user=SERVICE_USER)
     parts = []
     for key, hist in sorted(snap["histograms"].items()):
         if key.startswith(("stage_seconds", "db_commit_seconds", "e2e_seconds")):
@@ -222,7 +223,12 @@ async def running_engine(
                 conn = orjson.loads(conn_file.read_bytes())
             except (OSError, orjson.JSONDecodeError):
                 conn = {}
-        nc = await bus.connect(conn["nats_url"], token=conn["nats_token"], name="bench")
+        # The producer publishes events as the engines' own NATS user (docs/access.md).
+        from engine.access import SERVICE_USER
+        from engine.node import SERVICE_SECRET, read_secret_file
+
+        password = read_secret_file(data / SERVICE_SECRET, create=False)
+        nc = await bus.connect(conn["nats_url"], user=SERVICE_USER, password=password, name="bench")
         try:
             yield EngineUnderTest(proc, nc, nc.jetstream(), data / "engine.sqlite3")
         finally:
