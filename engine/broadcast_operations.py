@@ -19,7 +19,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from engine import broadcasts
-from engine.control import ControlError, ControlServer
+from engine.control import ControlError, ControlServer, check_keys
 from engine.deliver.routes import known_routes
 from engine.store import Store
 
@@ -27,14 +27,6 @@ if TYPE_CHECKING:
     from engine.node import Node
 
 _CREATE = ("template", "segment", "at", "name", "category", "route", "priority", "preview")
-
-
-def _check_keys(args: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(args) - set(allowed))
-    if unknown:
-        raise ControlError(
-            f"unknown argument {unknown[0]!r} (this request takes: {', '.join(allowed)})"
-        )
 
 
 def _flag(args: dict[str, Any], key: str) -> bool:
@@ -58,7 +50,7 @@ def register_broadcast_operations(control: ControlServer, node: Node) -> None:
             service.poke()
 
     async def create(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, _CREATE)
+        check_keys(args, _CREATE)
         preview = _flag(args, "preview")
         try:
             request = broadcasts.BroadcastRequest(
@@ -86,7 +78,7 @@ def register_broadcast_operations(control: ControlServer, node: Node) -> None:
         return reply
 
     async def list_(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("limit",))
+        check_keys(args, ("limit",))
         limit = args.get("limit", 50)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 500:
             raise ControlError("limit must be a whole number from 1 to 500")
@@ -94,7 +86,7 @@ def register_broadcast_operations(control: ControlServer, node: Node) -> None:
         return {"now": node.clock.now(), "broadcasts": found}
 
     async def cancel(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("broadcast", "reason", "preview"))
+        check_keys(args, ("broadcast", "reason", "preview"))
         ident = args.get("broadcast")
         if not isinstance(ident, str) or not ident.strip() or len(ident) > 32:
             raise ControlError("broadcast must be a broadcast id (see broadcasts.list)")

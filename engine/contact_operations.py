@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from engine import contact_story
-from engine.control import ControlError, ControlServer
+from engine.control import ControlError, ControlServer, check_keys, limit_arg, required_text
 from engine.decide.registry import WorkflowRegistry
 from engine.segments.membership import SegmentRegistry
 from engine.store import Store
@@ -33,30 +33,6 @@ from engine.why_not import why_not
 
 if TYPE_CHECKING:
     from engine.node import Node
-
-
-def _check_keys(args: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    extra = sorted(set(args) - set(allowed))
-    if extra:
-        raise ControlError(
-            f"unknown argument(s) {', '.join(extra)} (this verb takes: {', '.join(allowed)})"
-        )
-
-
-def _text(args: dict[str, Any], key: str, most: int = 255) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ControlError(f"{key} is required (text)")
-    if len(value) > most:
-        raise ControlError(f"{key} is too long (at most {most} characters)")
-    return value
-
-
-def _limit(args: dict[str, Any], default: int, most: int) -> int:
-    value = args.get("limit", default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise ControlError(f"limit must be a whole number from 1 to {most}")
-    return value
 
 
 def register_contact_operations(control: ControlServer, node: Node) -> None:
@@ -88,8 +64,8 @@ def register_contact_operations(control: ControlServer, node: Node) -> None:
         return row
 
     async def contacts_show(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("contact",))
-        cid = _text(args, "contact")
+        check_keys(args, ("contact",))
+        cid = required_text(args, "contact")
 
         def run() -> dict[str, Any]:
             with store().begin() as conn:
@@ -98,9 +74,9 @@ def register_contact_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def contacts_timeline(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("contact", "limit"))
-        cid = _text(args, "contact")
-        limit = _limit(args, 50, 500)
+        check_keys(args, ("contact", "limit"))
+        cid = required_text(args, "contact")
+        limit = limit_arg(args, 50, 500)
 
         def run() -> dict[str, Any]:
             with store().begin() as conn:
@@ -110,8 +86,8 @@ def register_contact_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def contacts_segments(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("contact",))
-        cid = _text(args, "contact")
+        check_keys(args, ("contact",))
+        cid = required_text(args, "contact")
         names = segment_names()
 
         def run() -> dict[str, Any]:
@@ -122,10 +98,10 @@ def register_contact_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def contacts_enrollments(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("contact", "workflow", "limit"))
-        cid = _text(args, "contact")
-        limit = _limit(args, 20, 100)
-        workflow = _text(args, "workflow", 100) if "workflow" in args else None
+        check_keys(args, ("contact", "workflow", "limit"))
+        cid = required_text(args, "contact")
+        limit = limit_arg(args, 20, 100)
+        workflow = required_text(args, "workflow", 100) if "workflow" in args else None
         newest = dict(registry().index.newest)
 
         def run() -> dict[str, Any]:
@@ -137,12 +113,12 @@ def register_contact_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def contacts_why_not(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("contact", "workflow"))
-        cid = _text(args, "contact")
+        check_keys(args, ("contact", "workflow"))
+        cid = required_text(args, "contact")
         index = registry().index
         newest = dict(index.newest)
         if "workflow" in args:
-            wid = _text(args, "workflow", 100)
+            wid = required_text(args, "workflow", 100)
             if wid not in newest:
                 names = ", ".join(sorted(newest)) or "none yet"
                 raise ControlError(f"there is no workflow {wid!r} (workflows: {names})")

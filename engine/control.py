@@ -34,6 +34,38 @@ class ControlError(EngineError, ValueError):
     """A control request was refused; the message is shown to the operator as is."""
 
 
+# Argument checks the verbs share: a refusal names the argument and what was expected.
+
+
+def check_keys(args: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """Refuse arguments the verb does not take, naming them and the ones it does."""
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise ControlError(
+            f"unknown argument{plural} {names} (this request takes: {', '.join(allowed)})"
+        )
+
+
+def required_text(args: dict[str, Any], key: str, most: int = 255) -> str:
+    """A required, non-blank text argument of at most ``most`` characters."""
+    value = args.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ControlError(f"{key} is required (text)")
+    if len(value) > most:
+        raise ControlError(f"{key} is too long (at most {most:,} characters)")
+    return value
+
+
+def limit_arg(args: dict[str, Any], default: int, most: int) -> int:
+    """``limit``: a whole number from 1 to ``most`` (``default`` when absent)."""
+    value = args.get("limit", default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise ControlError(f"limit must be a whole number from 1 to {most}")
+    return value
+
+
 class ControlServer:
     """Serves control requests for one node, checking the caller's role on each one.
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from engine.control import ControlError, ControlServer
+from engine.control import ControlError, ControlServer, check_keys
 from engine.deliver import queues
 from engine.deliver.limits import DomainRule, Rate, RouteLimits
 from engine.deliver.model import CANCELLED
@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 _MAX_REASON = 500
 _MAX_DOMAINS = 50
 _SCOPE_KEYS = (WORKFLOW, ROUTE, DOMAIN)
-
-
-def _check_keys(args: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(args) - set(allowed))
-    if unknown:
-        raise ControlError(
-            f"unknown argument {unknown[0]!r} (this request takes: {', '.join(allowed)})"
-        )
 
 
 def _text(args: dict[str, Any], key: str, *, most: int = 255) -> str | None:
@@ -119,7 +111,7 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(work)
 
     async def queues_list(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("domains",))
+        check_keys(args, ("domains",))
         domains = args.get("domains", 0)
         if isinstance(domains, bool) or not isinstance(domains, int) or domains < 0:
             raise ControlError("domains must be a whole number (top domains per queue, 0: none)")
@@ -131,19 +123,19 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
         )
 
     async def queues_pause(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
+        check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
         return await _pause(args, actor, _scope(args), "queues.pause")
 
     async def queues_resume(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
+        check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
         return await _resume(args, actor, _scope(args), "queues.resume")
 
     async def sending_pause(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("reason", "preview"))
+        check_keys(args, ("reason", "preview"))
         return await _pause(args, actor, Scope(ALL), "sending.pause")
 
     async def sending_resume(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("reason", "preview"))
+        check_keys(args, ("reason", "preview"))
         return await _resume(args, actor, Scope(ALL), "sending.resume")
 
     async def _pause(args: dict[str, Any], actor: str, scope: Scope, action: str) -> Any:
@@ -178,7 +170,7 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
         )
 
     async def routes_drain(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, (ROUTE, "reason", "preview"))
+        check_keys(args, (ROUTE, "reason", "preview"))
         route = _text(args, ROUTE, most=100)
         if route is None:
             raise ControlError("route is required")
@@ -197,7 +189,7 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
         )
 
     async def queues_reroute(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("from_route", "to_route", WORKFLOW, DOMAIN, "reason", "preview"))
+        check_keys(args, ("from_route", "to_route", WORKFLOW, DOMAIN, "reason", "preview"))
         from_route = _text(args, "from_route", most=100)
         to_route = _text(args, "to_route", most=100)
         if from_route is None or to_route is None:
@@ -220,7 +212,7 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
         )
 
     async def queues_retry_now(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
+        check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
         selection = _selection(args)
         reason, preview = _reason(args), _flag(args, "preview")
         s = store()
@@ -231,7 +223,7 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
         )
 
     async def queues_cancel(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
+        check_keys(args, (*_SCOPE_KEYS, ALL, "reason", "preview"))
         selection = _selection(args)
         reason, preview = _reason(args, required=True), _flag(args, "preview")
         s = store()
@@ -258,7 +250,7 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
         return service
 
     async def routes_list(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ())
+        check_keys(args, ())
         service = node.components.get("delivery")
         if service is not None:
             return {"node": node.settings.engine.node, "routes": service.route_states()}
@@ -269,7 +261,7 @@ def register_queue_operations(control: ControlServer, node: Node) -> None:
 
     async def routes_set_rate(args: dict[str, Any], actor: str) -> Any:
         """Change a route's rate, or one recipient domain's rate and concurrency, live."""
-        _check_keys(
+        check_keys(
             args,
             (
                 "route",

@@ -39,7 +39,7 @@ import orjson
 import sqlalchemy as sa
 from nats.aio.msg import Msg
 
-from engine.control import ControlError, ControlServer
+from engine.control import ControlError, ControlServer, check_keys, required_text
 from engine.segments import definitions
 from engine.segments.build import SegmentBuilder
 from engine.segments.evaluate import explain, holds
@@ -55,23 +55,6 @@ log = logging.getLogger(__name__)
 
 _MAX_TEXT = 20_000
 CHANGED_SUBJECT = "segments.changed"
-
-
-def _check_keys(args: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    extra = sorted(set(args) - set(allowed))
-    if extra:
-        raise ControlError(
-            f"unknown argument(s) {', '.join(extra)} (this verb takes: {', '.join(allowed)})"
-        )
-
-
-def _text(args: dict[str, Any], key: str, most: int = 255) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ControlError(f"{key} is required (text)")
-    if len(value) > most:
-        raise ControlError(f"{key} is too long (at most {most} characters)")
-    return value
 
 
 def _number(args: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
@@ -102,7 +85,7 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         return found
 
     def known(args: dict[str, Any]) -> str:
-        sid = _text(args, "segment", 100)
+        sid = required_text(args, "segment", 100)
         if sid not in registry().index.segments:
             names = ", ".join(sorted(registry().index.segments)) or "none yet"
             raise ControlError(f"there is no segment {sid!r} (segments: {names})")
@@ -128,7 +111,7 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         }
 
     async def segments_list(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ())
+        check_keys(args, ())
 
         def run() -> list[dict[str, Any]]:
             with store().begin() as conn:
@@ -137,7 +120,7 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def segments_get(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("segment",))
+        check_keys(args, ("segment",))
         sid = known(args)
 
         def run() -> dict[str, Any]:
@@ -147,14 +130,14 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def segments_save(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("segment", "name", "text"))
-        sid = _text(args, "segment", 100)
+        check_keys(args, ("segment", "name", "text"))
+        sid = required_text(args, "segment", 100)
         if not SEGMENT_ID.fullmatch(sid):
             raise ControlError(
                 f"bad segment id {sid!r}: lower-case letters, digits, - and _ (at most 100)"
             )
-        name = _text(args, "name", 200)
-        text = _text(args, "text", _MAX_TEXT)
+        name = required_text(args, "name", 200)
+        text = required_text(args, "text", _MAX_TEXT)
         segments = registry()
         now = node.clock.now()
 
@@ -192,7 +175,7 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         }
 
     async def segments_count(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("segment",))
+        check_keys(args, ("segment",))
         sid = known(args)
 
         def run() -> dict[str, Any]:
@@ -202,7 +185,7 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def segments_sample(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("segment", "limit"))
+        check_keys(args, ("segment", "limit"))
         sid = known(args)
         limit = int(_number(args, "limit", 10, 1, 100))
 
@@ -222,9 +205,9 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def segments_why(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("segment", "contact"))
+        check_keys(args, ("segment", "contact"))
         sid = known(args)
-        contact = _text(args, "contact")
+        contact = required_text(args, "contact")
         index = registry().index
         now = node.clock.now()
 
@@ -248,7 +231,7 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def segments_history(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("segment", "since", "bucket"))
+        check_keys(args, ("segment", "since", "bucket"))
         sid = known(args)
         now = node.clock.now()
         bucket = _number(args, "bucket", 3600, 1, 366 * 86_400)
@@ -285,13 +268,13 @@ def register_segment_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def segments_build_status(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("segment",))
+        check_keys(args, ("segment",))
         sid = known(args) if "segment" in args else None
         return {"builds": builder().status(sid)}
 
     async def segments_preview(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("text", "limit"))
-        text = _text(args, "text", _MAX_TEXT)
+        check_keys(args, ("text", "limit"))
+        text = required_text(args, "text", _MAX_TEXT)
         limit = int(_number(args, "limit", 10, 0, 100))
         index = registry().index
         try:

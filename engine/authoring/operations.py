@@ -49,7 +49,7 @@ from engine.authoring.preview import (
     recent_events,
 )
 from engine.authoring.sample import sample_for
-from engine.control import ControlError, ControlServer
+from engine.control import ControlError, ControlServer, check_keys, limit_arg, required_text
 from engine.decide.workflow import SendStep
 from engine.deliver.compose import MARKETING, Composer, Identity, bounce_address, render_context
 from engine.deliver.model import ContactRow
@@ -78,23 +78,6 @@ _DRAFT_KEYS = ("name", "subject", "body", "format", "text", "from_address", "pre
 _TARGET_KEYS = ("template", "draft", "contact", "event", "sample", "category")
 
 
-def _check_keys(args: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    extra = sorted(set(args) - set(allowed))
-    if extra:
-        raise ControlError(
-            f"unknown argument(s) {', '.join(extra)} (this verb takes: {', '.join(allowed)})"
-        )
-
-
-def _text(args: dict[str, Any], key: str, most: int = 255) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise ControlError(f"{key} is required (text)")
-    if len(value) > most:
-        raise ControlError(f"{key} is too long (at most {most:,} characters)")
-    return value
-
-
 def _optional_text(args: dict[str, Any], key: str, most: int) -> str | None:
     value = args.get(key)
     if value is None:
@@ -115,15 +98,8 @@ def _version(args: dict[str, Any], key: str) -> int | None:
     return value
 
 
-def _limit(args: dict[str, Any], default: int, most: int) -> int:
-    value = args.get("limit", default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
-        raise ControlError(f"limit must be a whole number from 1 to {most}")
-    return value
-
-
 def _template_id(args: dict[str, Any]) -> str:
-    tid = _text(args, "template", 100)
+    tid = required_text(args, "template", 100)
     if not TEMPLATE_ID.fullmatch(tid):
         raise ControlError(
             f"bad template id {tid!r}: lower-case letters, digits, - and _ (at most 100)"
@@ -137,7 +113,7 @@ def draft_source(
     """The editor's unsaved content as a source (missing fields from ``current``)."""
     if not isinstance(draft, dict):
         raise ControlError("draft must be an object with subject and body")
-    _check_keys(draft, _DRAFT_KEYS)
+    check_keys(draft, _DRAFT_KEYS)
     body = _optional_text(draft, "body", MAX_BODY)
     subject = _optional_text(draft, "subject", MAX_PART)
     name = _optional_text(draft, "name", 200)
@@ -334,7 +310,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
     # -- verbs --------------------------------------------------------------------------------
 
     async def templates_list(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ())
+        check_keys(args, ())
 
         def run() -> list[dict[str, Any]]:
             with store().begin() as conn:
@@ -344,7 +320,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return {"templates": await asyncio.to_thread(run)}
 
     async def templates_get(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("template", "version"))
+        check_keys(args, ("template", "version"))
         tid = _template_id(args)
         version = _version(args, "version")
 
@@ -365,7 +341,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def templates_versions(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("template",))
+        check_keys(args, ("template",))
         tid = _template_id(args)
 
         def run() -> dict[str, Any]:
@@ -376,7 +352,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def templates_diff(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("template", "from", "to"))
+        check_keys(args, ("template", "from", "to"))
         tid = _template_id(args)
         old_version = _version(args, "from")
         if old_version is None:
@@ -397,7 +373,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def templates_lint(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, _TARGET_KEYS)
+        check_keys(args, _TARGET_KEYS)
         now = node.clock.now()
 
         def run() -> dict[str, Any]:
@@ -430,7 +406,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return built, target, category, comp
 
     async def templates_preview(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, _TARGET_KEYS)
+        check_keys(args, _TARGET_KEYS)
         now = node.clock.now()
 
         def run() -> dict[str, Any]:
@@ -463,7 +439,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return notes
 
     async def templates_save(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("template", "draft", "base_version"))
+        check_keys(args, ("template", "draft", "base_version"))
         if "draft" not in args:
             raise ControlError("draft is required: the template's new content")
         base = _version(args, "base_version")
@@ -528,7 +504,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return result
 
     async def templates_test_send(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, (*_TARGET_KEYS, "to"))
+        check_keys(args, (*_TARGET_KEYS, "to"))
         to = _optional_text(args, "to", 320)
         if to is not None:
             try:
@@ -620,7 +596,7 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return relay
 
     async def templates_fields(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ())
+        check_keys(args, ())
 
         def run() -> dict[str, Any]:
             with store().begin() as conn:
@@ -629,9 +605,9 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(run)
 
     async def contacts_search(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("query", "limit"))
+        check_keys(args, ("query", "limit"))
         query = _optional_text(args, "query", 200) or ""
-        limit = _limit(args, 20, 100)
+        limit = limit_arg(args, 20, 100)
 
         def run() -> list[dict[str, Any]]:
             c = schema.contacts
@@ -663,9 +639,9 @@ def register_template_operations(control: ControlServer, node: Node) -> None:
         return {"query": query, "contacts": await asyncio.to_thread(run)}
 
     async def contacts_events(args: dict[str, Any], actor: str) -> Any:
-        _check_keys(args, ("contact", "limit"))
-        contact = _text(args, "contact")
-        limit = _limit(args, 20, 200)
+        check_keys(args, ("contact", "limit"))
+        contact = required_text(args, "contact")
+        limit = limit_arg(args, 20, 200)
 
         def run() -> list[dict[str, Any]]:
             with store().begin() as conn:

@@ -171,7 +171,7 @@ async def test_save_build_and_query_a_segment(node: Node) -> None:
         ({"segment": "x", "name": "X", "text": "in segment nope"}, "refers to segment 'nope'"),
         ({"segment": "Bad Id", "name": "X", "text": "subscribed to marketing"}, "bad segment id"),
         ({"segment": "x", "text": "subscribed to marketing"}, "name is required"),
-        ({"segment": "x", "name": "X", "text": "a", "colour": 1}, "unknown argument(s) colour"),
+        ({"segment": "x", "name": "X", "text": "a", "colour": 1}, "unknown argument 'colour'"),
         ({"segment": "cyc", "name": "C", "text": "in segment base"}, None),
     ],
 )
