@@ -237,7 +237,10 @@ class Node:
         # Store, then the starter workflows and templates on a fresh database.
         log.info("opening the database and applying migrations")
         self.store = await asyncio.to_thread(
-            open_store, settings.database_url(), durability=settings.engine.durability
+            open_store,
+            settings.database_url(),
+            durability=settings.engine.durability,
+            background_checkpoints=True,
         )
         self._stack.callback(self.store.dispose)
         if self.nats_server is not None:

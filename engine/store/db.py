@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from engine.errors import StoreError
+from engine.store.checkpoint import WalCheckpointer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -30,6 +31,8 @@ class Store:
     # GIL ping-pong) costs more latency than the work itself. False where queries wait on a
     # network (PostgreSQL), so the loop keeps serving while they do.
     inline: bool = False
+    # A running node's SQLite file: WAL checkpoints on a thread (engine/store/checkpoint.py).
+    checkpointer: WalCheckpointer | None = None
 
     @property
     def dialect(self) -> str:
@@ -66,6 +69,9 @@ class Store:
         )
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+            self.checkpointer = None
         self.engine.dispose()
 
 
@@ -73,7 +79,7 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode("utf-8")
 
 
-def _sqlite_pragmas(synchronous: str) -> Any:
+def _sqlite_pragmas(synchronous: str, *, autocheckpoint: bool = True) -> Any:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
@@ -83,13 +89,25 @@ def _sqlite_pragmas(synchronous: str) -> Any:
         cur.execute("PRAGMA foreign_keys=OFF")
         cur.execute("PRAGMA temp_store=MEMORY")
         cur.execute("PRAGMA cache_size=-65536")
+        if not autocheckpoint:  # a WalCheckpointer thread does it, off the event loop
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     return on_connect
 
 
-def open_store(url: str, *, durability: str = "process", migrate: bool = True) -> Store:
-    """Open (and by default migrate) the store at ``url``; errors name the URL without secrets."""
+def open_store(
+    url: str,
+    *,
+    durability: str = "process",
+    migrate: bool = True,
+    background_checkpoints: bool = False,
+) -> Store:
+    """Open (and by default migrate) the store at ``url``; errors name the URL without secrets.
+
+    ``background_checkpoints`` (a running node's store): a SQLite file's WAL is checkpointed by a
+    thread instead of by whichever commit crosses the threshold (see engine/store/checkpoint.py).
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
@@ -113,10 +131,20 @@ def open_store(url: str, *, durability: str = "process", migrate: bool = True) -
         engine = create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:
         raise StoreError(f"cannot open database {safe}: {exc}") from exc
+    checkpointer = None
     if engine.dialect.name == "sqlite":
         synchronous = "FULL" if durability == "power" else "NORMAL"
-        event.listen(engine, "connect", _sqlite_pragmas(synchronous))
-    store = Store(engine=engine, url=safe, inline=engine.dialect.name == "sqlite")
+        on_file = bool(parsed.database) and parsed.database != ":memory:"
+        if background_checkpoints and on_file:
+            checkpointer = WalCheckpointer(str(parsed.database))
+        pragmas = _sqlite_pragmas(synchronous, autocheckpoint=checkpointer is None)
+        event.listen(engine, "connect", pragmas)
+    store = Store(
+        engine=engine,
+        url=safe,
+        inline=engine.dialect.name == "sqlite",
+        checkpointer=checkpointer,
+    )
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -125,6 +153,8 @@ def open_store(url: str, *, durability: str = "process", migrate: bool = True) -
         raise StoreError(f"cannot connect to database {safe}: {exc.orig}") from exc
     if migrate:
         migrate_store(store)
+    if checkpointer is not None:
+        checkpointer.start()
     return store
 
 
