@@ -1,6 +1,6 @@
 """Group commit of the ledger's hot writes: dot markers, outcomes and lease renewals.
 
-Every message waiting between "body written" and "final dot", on every connection, is marked
+Every message waiting between "DATA accepted" and "final dot", on every connection, is marked
 ``sending`` in ONE transaction, and every outcome recorded meanwhile rides along. While a
 commit runs, new arrivals gather for the next one, so the batch grows with the load and a
 commit's cost is shared (the same idea as a database's own group commit). Dot waiters get

@@ -1,11 +1,11 @@
 """One SMTP connection and the mail transaction with a gate before the final dot.
 
 aiosmtplib does connect, EHLO, STARTTLS and AUTH. The transaction itself runs on its protocol
-layer, so DATA can be split: the envelope and the dot-stuffed body go out, then ``before_dot``
-is awaited (the deliver stage commits "this message is on the far side of the dot" there), and
-only then is the terminating ``.<CRLF>`` written and the reply read. Whatever goes wrong, the
-result says on which side of the dot it went wrong, which is what decides between "resend"
-and "uncertain".
+layer, so DATA can be gated: once the relay said 354, ``before_dot`` is awaited (the deliver
+stage commits "this message is on the far side of the dot" there), and only then are the
+dot-stuffed body and the terminating ``.<CRLF>`` written, in one write, and the reply read.
+Whatever goes wrong, the result says on which side of the dot it went wrong, which is what
+decides between "resend" and "uncertain".
 
 When the relay advertises PIPELINING (RFC 2920; Postfix does), MAIL, RCPT and DATA go out in
 one write and their three replies are read together, so a transaction costs two round trips
@@ -244,11 +244,10 @@ class SmtpConnection:
                 return TransactionResult(
                     Reply(response.code, response.message), stage, False, data_started=data_started
                 )
-            protocol.write(body)
         except (*_LOST, SMTPResponseException) as exc:
             self.close()
             return TransactionResult(None, stage, False, _describe(exc), data_started=data_started)
-        return await self._finish(protocol, before_dot, data_started)
+        return await self._finish(protocol, body, before_dot, data_started)
 
     async def _pipelined(
         self,
@@ -288,20 +287,21 @@ class SmtpConnection:
             self.close()
             stage = ("mail", "rcpt", "data")[len(replies)]
             return TransactionResult(None, stage, False, error, data_started=data_started)
-        try:
-            protocol.write(body)
-        except _LOST as exc:
-            self.close()
-            return TransactionResult(None, "data", False, _describe(exc), data_started=data_started)
-        return await self._finish(protocol, before_dot, data_started)
+        return await self._finish(protocol, body, before_dot, data_started)
 
     async def _finish(
         self,
         protocol: SMTPProtocol,
+        body: bytes,
         before_dot: Callable[[], Awaitable[bool]],
         data_started: float,
     ) -> TransactionResult:
-        """The body is written: gate on ``before_dot``, write the dot, read its reply."""
+        """DATA was accepted: gate on ``before_dot``, then write the body and the final dot in
+        one write (one system call instead of two; on loopback relays the kernel's work for
+        each write was an eighth of the engine's time) and read the dot's reply.
+
+        Gating before the body rather than between body and dot changes no outcome: until the
+        dot is written the relay delivers nothing, whichever of the two is still unsent."""
         timeout = self.relay.timeout
         try:
             go = await before_dot()
@@ -313,7 +313,7 @@ class SmtpConnection:
             return TransactionResult(None, "dot", False, aborted=True, data_started=data_started)
 
         try:
-            protocol.write(DOT)
+            protocol.write(body + DOT)
         except _LOST as exc:
             self.close()
             return TransactionResult(None, "dot", False, _describe(exc), data_started=data_started)
