@@ -103,13 +103,28 @@ def broken() -> dict[str, Any]:
         "trigger": {"event": "Signed Up"},
         "steps": [
             {"id": "start", "type": "send", "template": "welcome-1", "next": "check"},
-            {"id": "check", "type": "branch", "condition": {"trait": "plan", "op": "eq",
-             "value": "pro"}, "then": "vip-mail", "else": "hold"},  # fmt: skip
-            {"id": "hold", "type": "wait_until", "event": "Order Completed", "on_event": "exit",
-             "on_timeout": "exit"},  # fmt: skip
+            {
+                "id": "check",
+                "type": "branch",
+                "condition": {"trait": "plan", "op": "eq", "value": "pro"},
+                "then": "vip-mail",
+                "else": "hold",
+            },
+            {
+                "id": "hold",
+                "type": "wait_until",
+                "event": "Order Completed",
+                "on_event": "exit",
+                "on_timeout": "exit",
+            },
             {"id": "ghost-mail", "type": "send", "template": "no-such-template"},
-            {"id": "spin-a", "type": "branch", "condition": {"trait": "x", "op": "exists"},
-             "then": "spin-b", "else": "spin-b"},  # fmt: skip
+            {
+                "id": "spin-a",
+                "type": "branch",
+                "condition": {"trait": "x", "op": "exists"},
+                "then": "spin-b",
+                "else": "spin-b",
+            },
             {"id": "spin-b", "type": "exit", "reason": "never"},
         ],
     }
@@ -130,8 +145,13 @@ async def test_validate_names_every_problem_with_its_step(node: Node) -> None:
     loop = copy.deepcopy(broken())
     loop["steps"] = [
         {"id": "a", "type": "send", "template": "welcome-1", "next": "b"},
-        {"id": "b", "type": "branch", "condition": {"trait": "x", "op": "exists"},
-         "then": "a", "else": "exit"},  # fmt: skip
+        {
+            "id": "b",
+            "type": "branch",
+            "condition": {"trait": "x", "op": "exists"},
+            "then": "a",
+            "else": "exit",
+        },
     ]
     result = await call(node, "workflows.validate", {"text": to_toml(loop)})
     assert [p["problem"] for p in result["problems"]] == ["steps loop without a wait: a -> b -> a"]
@@ -242,9 +262,9 @@ async def test_a_save_with_problems_or_a_stale_base_changes_nothing(node: Node) 
     same = await call(node, "workflows.save", {"text": got["toml"]})
     assert same == {"workflow": "abandoned-cart", "version": 1, "changed": False}
     assert audit_actions(node) == []
-    assert (await call(node, "workflows.versions", {"workflow": "abandoned-cart"}))[
-        "versions"
-    ][0]["version"] == 1
+    assert (await call(node, "workflows.versions", {"workflow": "abandoned-cart"}))["versions"][0][
+        "version"
+    ] == 1
 
 
 # -- step counts ---------------------------------------------------------------------------------
