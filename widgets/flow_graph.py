@@ -40,7 +40,7 @@ from PySide6.QtWidgets import (
 from widgets import theme
 from widgets.theme import Status
 
-NODE_WIDTH_CHARS = 30
+NODE_WIDTH_CHARS = 34
 LAYER_GAP = 56.0
 COLUMN_GAP = 40.0
 

@@ -94,8 +94,18 @@ def describe_trigger(trigger: Any) -> str:
     return str(event or "no event")
 
 
-def summary(step: Mapping[str, Any]) -> list[str]:
-    """One or two short lines saying what the step does."""
+def _shown(value: Any, params: Mapping[str, Any]) -> str:
+    """A value as written; a ``$name`` parameter with the value it stands for."""
+    text = str(value)
+    if text.startswith("$") and text[1:] in params:
+        return f"{text} ({params[text[1:]]})"
+    return text
+
+
+def summary(step: Mapping[str, Any], params: Mapping[str, Any] | None = None) -> list[str]:
+    """One or two short lines saying what the step does (``params``: the ``[params]``)."""
+    params = params or {}
+    step = {k: _shown(v, params) if isinstance(v, str) else v for k, v in step.items()}
     kind = step.get("type")
     if kind == "send":
         lines = [f"template {step.get('template', '?')}"]
@@ -143,6 +153,8 @@ def build_graph(
     """The boxes and arrows for ``definition``; ``problems`` from ``workflows.validate``,
     ``counts`` from ``workflows.step_counts``."""
     steps = steps_of(definition)
+    raw_params = definition.get("params")
+    params = raw_params if isinstance(raw_params, Mapping) else {}
     said: dict[str | None, list[str]] = {}
     for p in problems:
         said.setdefault(p.get("step"), []).append(short_problem(str(p.get("problem", ""))))
@@ -178,7 +190,7 @@ def build_graph(
                 step["id"],
                 step["id"],
                 STEP_KINDS.get(kind, kind),
-                summary(step),
+                summary(step, params),
                 counts_line(kind, per_step.get(step["id"])) if counts else "",
                 "; ".join(said.get(step["id"], [])),
             )

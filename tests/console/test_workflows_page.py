@@ -207,6 +207,10 @@ def test_a_branching_workflow_screenshot(
         await quiet(page)
         page.show_item("abandoned-cart")
         await wait_until(lambda: page.loaded is not None and page.counts is not None, timeout=20)
+        await quiet(page)
+        assert page.graph.node("wait-for-order") is not None
+        page.graph.select("wait-for-order")
+        save_screenshot(console, "workflows-wait")
         page.set_draft(BRANCHY | {"id": "abandoned-cart"}, [])
         page.validate()
         await quiet(page)
