@@ -261,7 +261,7 @@ def test_edit_preview_as_a_contact_lint_save_and_versions(
     run(qloop, scenario(), timeout=120)
 
 
-def test_the_route_picker_saves_the_route_with_the_version(
+def test_the_route_picker_saves_the_route_with_the_version_screenshot(
     qloop: asyncio.AbstractEventLoop, console: MainWindow
 ) -> None:
     page = console.show_page("templates")

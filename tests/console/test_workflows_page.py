@@ -96,7 +96,7 @@ async def confirm(page: WorkflowsPage) -> None:
     dialog.accept()
 
 
-def test_edit_validate_save_enable_disable_with_live_counts(
+def test_edit_validate_save_enable_disable_with_live_counts_screenshots(
     qloop: asyncio.AbstractEventLoop, console: MainWindow, engine: StackConnection
 ) -> None:
     tag = uuid.uuid4().hex[:6]
