@@ -102,7 +102,7 @@ def register_contact_operations(control: ControlServer, node: Node) -> None:
         cid = required_text(args, "contact")
         limit = limit_arg(args, 20, 100)
         workflow = required_text(args, "workflow", 100) if "workflow" in args else None
-        newest = dict(registry().index.newest)
+        newest = dict(registry().index.live)
 
         def run() -> dict[str, Any]:
             with store().begin() as conn:
@@ -116,7 +116,7 @@ def register_contact_operations(control: ControlServer, node: Node) -> None:
         check_keys(args, ("contact", "workflow"))
         cid = required_text(args, "contact")
         index = registry().index
-        newest = dict(index.newest)
+        newest = dict(index.live)
         if "workflow" in args:
             wid = required_text(args, "workflow", 100)
             if wid not in newest:

@@ -525,6 +525,15 @@ class Node:
         register_template_operations(control, self)
         # Saved templates go live on every node: each reloads on the notice (no restart).
         self._stack.push_async_callback(await follow_template_changes(self))
+        from engine.workflow_operations import (
+            follow_workflow_changes,
+            register_workflow_operations,
+        )
+
+        register_workflow_operations(control, self)
+        # Saved, enabled and disabled workflows go live on every node: each reloads on the
+        # notice (no restart).
+        self._stack.push_async_callback(await follow_workflow_changes(self))
         from engine.broadcast_operations import register_broadcast_operations
 
         register_broadcast_operations(control, self)

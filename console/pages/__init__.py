@@ -172,6 +172,12 @@ def register_builtin_pages() -> None:
     register_page("live", "Live", "mdi6.pulse", "console.pages.live:LivePage")
     register_page("queues", "Queues", "mdi6.tray-full", "console.pages.queues:QueuesPage")
     register_page(
+        "workflows",
+        "Workflows",
+        "mdi6.sitemap-outline",
+        "console.pages.workflows:WorkflowsPage",
+    )
+    register_page(
         "templates",
         "Templates",
         "mdi6.email-edit-outline",

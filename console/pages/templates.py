@@ -52,6 +52,7 @@ from widgets.empty_state import EmptyState
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ROUTE_LABEL = "The workflow's, else \u201cdefault\u201d"
 DRAFT_DELAY_MS = 450
 """Pause after the last keystroke before the draft is linted and previewed."""
 SEARCH_DELAY_MS = 300
@@ -121,6 +122,16 @@ class TemplatesPage(QWidget):
         self.subject.setPlaceholderText("Subject (Jinja: {{ contact.first_name }})")
         self.preheader = QLineEdit()
         self.preheader.setPlaceholderText("Inbox preview text (optional)")
+        # The route its sends take when the workflow's send step names none (saved with the
+        # version; migration 0009). The engine refuses a route it does not have configured.
+        self.route_names: list[str] = []
+        self.route = QComboBox()
+        self.route.setObjectName("template-route")
+        self.route.addItem(DEFAULT_ROUTE_LABEL, None)
+        self.route.setToolTip(
+            "The route this template's mails take unless the workflow's send step names one"
+        )
+        self.route.activated.connect(lambda _i: self._edited())
         self.body = CodeEditor()
         self.text_part = CodeEditor()
         self.text_part.setPlaceholderText(
@@ -134,6 +145,7 @@ class TemplatesPage(QWidget):
         form.setContentsMargins(0, 0, 0, 0)
         form.addRow("Subject", self.subject)
         form.addRow("Preheader", self.preheader)
+        form.addRow("Route", self.route)
         editor = QWidget()
         editor_layout = QVBoxLayout(editor)
         editor_layout.setContentsMargins(0, 0, 0, 0)
@@ -197,6 +209,7 @@ class TemplatesPage(QWidget):
         if not self.templates:
             self.load_list()
             self.load_fields()
+            self.load_routes()
 
     def page_hidden(self) -> None:
         self._draft_delay.stop()
@@ -258,6 +271,29 @@ class TemplatesPage(QWidget):
         if current is None:
             self.open_template(wanted)
 
+    def load_routes(self) -> None:
+        self._request("routes", "routes.list", {}, self._show_routes)
+
+    def _show_routes(self, reply: dict[str, Any]) -> None:
+        self.route_names = sorted(
+            {str(r["name"]) for r in reply.get("routes", []) if r.get("name")}
+        )
+        self.set_route(self.route.currentData())
+
+    def set_route(self, chosen: str | None) -> None:
+        """Offer the engine's routes with ``chosen`` picked; a chosen route the engine does
+        not have is still shown (and said so), so the choice is never silently lost."""
+        current = chosen
+        was = self.route.blockSignals(True)
+        self.route.clear()
+        self.route.addItem(DEFAULT_ROUTE_LABEL, None)
+        for name in self.route_names:
+            self.route.addItem(name, name)
+        if current and self.route.findData(current) < 0:
+            self.route.addItem(f"{current} (not configured here)", current)
+        self.route.setCurrentIndex(max(0, self.route.findData(current)) if current else 0)
+        self.route.blockSignals(was)
+
     def load_fields(self) -> None:
         self._request("fields", "templates.fields", {}, self._show_fields)
 
@@ -302,6 +338,7 @@ class TemplatesPage(QWidget):
             self.preheader.setCursorPosition(0)
             self.body.setPlainText(str(reply.get("body") or ""))
             self.text_part.setPlainText(str(reply.get("text") or ""))
+            self.set_route(reply.get("route") or None)
         finally:
             self._loading = False
         fmt = "MJML" if reply.get("format") == "mjml" else "HTML"
@@ -333,6 +370,7 @@ class TemplatesPage(QWidget):
             "body": self.body.toPlainText(),
             "text": self.text_part.toPlainText() or None,
             "format": fmt,
+            "route": self.route.currentData() or None,
         }
 
     def target_args(self) -> dict[str, Any]:

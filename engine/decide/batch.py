@@ -273,7 +273,7 @@ class DecideBatch:
         if index.goal_events and any(e.activity_name in index.goal_events for e in events):
             traits = {cid: c.traits for cid, c in contacts.items()}
             outcome.conversions = record_conversions(
-                conn, index.newest, events, traits, _Activities(activity)
+                conn, index.live, events, traits, _Activities(activity)
             )
         outcome.processed = len(events)
 

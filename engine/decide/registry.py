@@ -1,9 +1,11 @@
 """The workflows the decide stage runs: an in-memory index over every stored version.
 
 Enrollments continue on the version they entered with, so every version stays loaded
-(``load_stored_workflows``); only the newest version of each workflow starts new enrollments,
-and only when it is enabled. The index is rebuilt and swapped as a whole, so a batch in
-progress on another thread keeps a consistent view.
+(``load_stored_workflows``). The *live* version of a workflow is its highest enabled version
+(the console enables one version at a time, so that is the one it enabled; an import marks
+its new version enabled, so that becomes live); only the live version starts new enrollments.
+A workflow with no enabled version starts none. The index is rebuilt and swapped as a whole,
+so a batch in progress on another thread keeps a consistent view.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class WorkflowIndex:
     """One consistent snapshot of the loaded workflows and what the decide stage looks up."""
 
     versions: Mapping[tuple[str, int], Workflow] = field(default_factory=dict)
-    newest: Mapping[str, Workflow] = field(default_factory=dict)
+    # Per workflow id: the live version (the highest enabled one), else the highest version.
+    live: Mapping[str, Workflow] = field(default_factory=dict)
     triggers: Mapping[str, tuple[Workflow, ...]] = field(default_factory=dict)
     goal_events: frozenset[str] = frozenset()
     awaited_events: frozenset[str] = frozenset()
@@ -42,14 +45,15 @@ class WorkflowIndex:
         cls, workflows: Iterable[Workflow], template_routes: Mapping[str, str] | None = None
     ) -> WorkflowIndex:
         versions = {(wf.id, wf.version): wf for wf in workflows}
-        newest: dict[str, Workflow] = {}
+        live: dict[str, Workflow] = {}
         for wf in versions.values():
-            if wf.id not in newest or wf.version > newest[wf.id].version:
-                newest[wf.id] = wf
+            held = live.get(wf.id)
+            if held is None or (wf.enabled, wf.version) > (held.enabled, held.version):
+                live[wf.id] = wf
         triggers: dict[str, list[Workflow]] = {}
         on_segment: dict[str, list[Workflow]] = {}
         on_catalog: dict[str, list[Workflow]] = {}
-        for wf in sorted(newest.values(), key=lambda w: w.id):
+        for wf in sorted(live.values(), key=lambda w: w.id):
             if wf.enabled:
                 for name in wf.trigger.events:
                     triggers.setdefault(name, []).append(wf)
@@ -61,7 +65,7 @@ class WorkflowIndex:
         return cls(
             template_routes=dict(template_routes or {}),
             versions=versions,
-            newest=newest,
+            live=live,
             triggers={name: tuple(wfs) for name, wfs in triggers.items()},
             segment_triggers={sid: tuple(wfs) for sid, wfs in on_segment.items()},
             catalog_triggers={kind: tuple(wfs) for kind, wfs in on_catalog.items()},
@@ -82,11 +86,11 @@ class WorkflowIndex:
 
     def get(self, workflow_id: str, version: int | None = None) -> Workflow | None:
         if version is None:
-            return self.newest.get(workflow_id)
+            return self.live.get(workflow_id)
         return self.versions.get((workflow_id, version))
 
     def triggered_by(self, event_name: str) -> tuple[Workflow, ...]:
-        """Enabled workflows whose trigger names this event (newest versions)."""
+        """Enabled workflows whose trigger names this event (live versions)."""
         return self.triggers.get(event_name, ())
 
     def needs_enrollments(self, event_name: str) -> bool:
@@ -138,12 +142,12 @@ class WorkflowRegistry:
         self.replace([*self.index.versions.values(), workflow])
 
     def get(self, workflow_id: str, version: int | None = None) -> Workflow | None:
-        """A version of a workflow, or its newest version."""
+        """A version of a workflow, or its live version (else its newest)."""
         return self.index.get(workflow_id, version)
 
     def active(self) -> list[Workflow]:
-        """The newest version of each enabled workflow."""
-        return [wf for wf in self.index.newest.values() if wf.enabled]
+        """The live version of each enabled workflow."""
+        return [wf for wf in self.index.live.values() if wf.enabled]
 
 
 def load_stored_workflows(

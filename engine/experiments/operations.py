@@ -35,7 +35,7 @@ def current_experiments(node: Node, workflow: str | None = None) -> list[Experim
     library = node.components.get("library")
     if library is None:
         return []
-    newest = library.workflows.index.newest
+    newest = library.workflows.index.live
     if workflow is not None and workflow not in newest:
         raise ControlError(f"no workflow named {workflow!r}")
     return [

@@ -20,7 +20,7 @@ def known_offers(store: Store, settings: Settings) -> dict[str, Offer]:
     from engine.library import load_library
 
     offers = dict(offer_book(settings).offers)
-    for wf in load_library(store, settings).workflows.index.newest.values():
+    for wf in load_library(store, settings).workflows.index.live.values():
         offers.update(wf.offers)
     return offers
 

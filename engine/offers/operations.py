@@ -47,7 +47,7 @@ def _text(args: dict[str, Any], key: str, most: int) -> str:
 def offers_of(registry: WorkflowRegistry) -> dict[str, Offer]:
     """The configured offers and those of the newest version of every loaded workflow."""
     offers = dict(registry.offers.offers)
-    for wf in registry.index.newest.values():
+    for wf in registry.index.live.values():
         offers.update(wf.offers)
     return offers
 

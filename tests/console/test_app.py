@@ -75,7 +75,14 @@ def test_pages_switch_with_ctrl_and_a_number(qtbot: QtBot, window: MainWindow) -
         assert window.current_page() == page
 
 
-def test_pages_not_built_yet_say_what_will_be_there(window: MainWindow) -> None:
+def test_pages_not_built_yet_say_what_will_be_there(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every slot has its page now: take one away to see the rail's promise for it.
+    pages.register_builtin_pages()
+    monkeypatch.delitem(pages._registered, "workflows")
+    window = MainWindow(EngineClient(), target="Local stack", target_detail="nats://x:4222")
+    qtbot.addWidget(window)
     page = window.show_page("workflows")
     assert isinstance(page, EmptyState)
     assert page.sentence() == "The Workflows page is not built yet"

@@ -166,7 +166,13 @@ def test_workflow_rows_open_the_workflow(
             page.workflow_table.row_activated.emit(name)
         assert opened.args == [name]
         assert console.current_page() == "workflows"
-        assert name in console.messages.text()
+        workflows = console.show_page("workflows")
+        await wait_until(
+            lambda: (
+                getattr(workflows, "loaded", None) is not None and workflows.loaded["id"] == name
+            ),  # type: ignore[attr-defined]
+            timeout=20,
+        )
 
     run(qloop, scenario(), timeout=40)
 

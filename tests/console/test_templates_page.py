@@ -259,3 +259,50 @@ def test_edit_preview_as_a_contact_lint_save_and_versions(
         dialog.reject()
 
     run(qloop, scenario(), timeout=120)
+
+
+def test_the_route_picker_saves_the_route_with_the_version_screenshot(
+    qloop: asyncio.AbstractEventLoop, console: MainWindow
+) -> None:
+    page = console.show_page("templates")
+    assert isinstance(page, TemplatesPage)
+
+    async def scenario() -> None:
+        await wait_until(lambda: page.template is not None and page.route_names, timeout=30)
+        index = page.chooser.findData("feedback-request")
+        page.chooser.setCurrentIndex(index)
+        page._chooser_activated(index)
+        await wait_until(
+            lambda: page.template is not None and page.template["id"] == "feedback-request",
+            timeout=10,
+        )
+        await quiet(page)
+        assert page.route.currentData() is None  # the starter names no route
+        assert page.route_names == ["default"]
+        page.route.setCurrentIndex(page.route.findData("default"))
+        page.route.activated.emit(page.route.currentIndex())
+        assert page.dirty and page.draft()["route"] == "default"
+        await quiet(page)
+        save_screenshot(console, "templates-route")
+        before = page.template["version"] if page.template else 0
+        page.save()
+        await wait_until(
+            lambda: page.template is not None and page.template["version"] == before + 1,
+            timeout=15,
+        )
+        stored = await console.client.request_one("templates.get", {"template": "feedback-request"})
+        assert stored["route"] == "default" and stored["version"] == before + 1
+        assert page.route.currentData() == "default"
+        # Back to "the workflow's": the next version names no route.
+        page.route.setCurrentIndex(0)
+        page.route.activated.emit(0)
+        await quiet(page)
+        page.save()
+        await wait_until(
+            lambda: page.template is not None and page.template["version"] == before + 2,
+            timeout=15,
+        )
+        stored = await console.client.request_one("templates.get", {"template": "feedback-request"})
+        assert stored["route"] is None
+
+    run(qloop, scenario(), timeout=120)

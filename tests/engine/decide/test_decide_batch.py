@@ -297,7 +297,7 @@ def test_branch_steps_log_the_condition_and_the_way_taken(store: Store, clock: M
     assert "branch: property total gte 100 is false -> regular" in lines
 
 
-def test_every_stored_version_is_loaded_and_the_newest_enabled_one_triggers(
+def test_every_stored_version_is_loaded_and_the_highest_enabled_one_triggers(
     store: Store, clock: ManualClock
 ) -> None:
     v1 = parse_workflow(ORDER, source="t")
@@ -321,10 +321,18 @@ def test_every_stored_version_is_loaded_and_the_newest_enabled_one_triggers(
     [active] = registry.active()
     assert (active.version, active.expires_after) == (2, 172800)
     assert registry.index.triggered_by("Order Completed") == (active,)
-    # Paused from the console: no new enrollments, running ones keep their definition.
+    # The live version is the highest enabled one: with v2 switched off, v1 (still enabled)
+    # starts enrollments again (workflows.enable/disable keep one version enabled at a time).
     with store.begin() as conn:
         w = schema.workflows
         conn.execute(sa.update(w).where(w.c.version == 2).values(enabled=False))
+    registry = WorkflowRegistry(load_stored_workflows(store))
+    [active] = registry.active()
+    assert active.version == 1 and registry.index.triggered_by("Order Completed") == (active,)
+    # Paused from the console (every version off): no new enrollments, running ones keep
+    # their definition.
+    with store.begin() as conn:
+        conn.execute(sa.update(w).values(enabled=False))
     registry = WorkflowRegistry(load_stored_workflows(store))
     assert registry.active() == [] and registry.index.triggered_by("Order Completed") == ()
     assert registry.get("order-confirmation", 2) is not None
