@@ -149,9 +149,14 @@ class WorkflowSimulation:
             recent = load_activity(conn, self.sql, wanted, windows, cutoff) if windows else {}
             if self.workflow.reentry.mode != "always":
                 self._history(conn, wanted, cutoff)
+            seen = _last_seen_before(conn, [c.id for c in found.values() if c.stored], cutoff)
         for cid, contact in found.items():
             if contact.first_seen_at is not None and contact.first_seen_at >= cutoff:
                 contact = Contact(cid)  # born in the window: the replay builds it
+            elif contact.stored:
+                # "Inactive for N days" conditions read the last-seen from before each event:
+                # the store's is from after the window, the activity table has the one before.
+                contact.last_seen_at = seen.get(cid, contact.first_seen_at)
             contact.consent = dict(consent.get(cid, {})) if contact.stored else {}
             self.contacts[cid] = contact
             mine = recent.get(cid, RecentActivity())
@@ -290,6 +295,19 @@ class WorkflowSimulation:
             "caps": _caps_table(self.intents, capped),
             "sample": sends.sample,
         }
+
+
+def _last_seen_before(conn: Connection, ids: list[str], cutoff: float) -> dict[str, float]:
+    a = schema.activity.c
+    out: dict[str, float] = {}
+    for start in range(0, len(ids), _CHUNK):
+        rows = conn.execute(
+            sa.select(a.contact_id, sa.func.max(a.ts))
+            .where(a.contact_id.in_(ids[start : start + _CHUNK]), a.ts < cutoff)
+            .group_by(a.contact_id)
+        )
+        out.update({cid: float(ts) for cid, ts in rows})
+    return out
 
 
 def _consent(conn: Connection, contacts: list[Contact]) -> dict[str, dict[str, Any]]:

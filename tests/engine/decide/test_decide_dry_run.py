@@ -4,7 +4,6 @@ sent or stored."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -147,8 +146,9 @@ async def test_draft_workflow_counts_waits_both_ways_and_sends_nothing(
 
 
 async def test_cap_binds_and_suppression_list_counts(
-    bus: NatsClient, store: Store, clock: ManualClock
+    bus: NatsClient, any_store: Store, clock: ManualClock
 ) -> None:
+    store = any_store  # SQLite and PostgreSQL
     await cart_recording(bus, clock)
     with store.begin() as conn:
         conn.execute(
@@ -253,4 +253,100 @@ async def test_bad_input_is_refused_clearly(
             window_seconds(bad)
     consumers = await js.consumers_info(EVENTS_STREAM)
     assert [c.name for c in consumers] == [DECIDE_CONSUMER]
-    assert time.time() > 0
+
+
+async def test_stored_mail_holds_its_place_under_the_cap_and_waits_past_the_end(
+    bus: NatsClient, store: Store, clock: ManualClock
+) -> None:
+    """A contact known long before the window, who already got a marketing mail today (a
+    stored, sent intent): the draft's mail on the same day is capped; a draft whose wait
+    outlasts the recording reports the enrollment as still waiting and sends nothing."""
+    t0 = clock.now()
+    with store.begin() as conn:
+        conn.execute(
+            schema.contacts.insert(),
+            {
+                "id": "old",
+                "email": "old@example.com",
+                "traits": {},
+                "consent": {},
+                "first_seen_at": t0 - 30 * 86400,
+                "last_seen_at": t0 + 3600,
+                "updated_at": t0,
+            },
+        )
+        conn.execute(
+            schema.intents.insert(),
+            {
+                "id": "sent-today",
+                "dedup_key": "sent-today",
+                "workflow_id": "newsletter",
+                "workflow_version": 1,
+                "step_id": "send",
+                "contact_id": "old",
+                "event_id": "e0",
+                "template_id": "newsletter",
+                "route": "default",
+                "category": "marketing",
+                "to_addr": "old@example.com",
+                "domain": "example.com",
+                "context": {},
+                "status": "sent",
+                "attempts": 1,
+                "next_attempt_at": t0 - 600,
+                "received_at": t0 - 600,
+                "decided_at": t0 - 600,
+                "priority": 50,
+                "cap_day": "2027-01-15",
+                "cap_week": "2027-W02",
+            },
+        )
+    await record(bus, track(clock, "old", "Signed Up"))
+    clock.advance(60)
+    welcome = {
+        "id": "welcome-draft",
+        "name": "Welcome",
+        "category": "marketing",
+        "trigger": {"event": "Signed Up"},
+        "steps": [{"id": "hello", "type": "send", "template": "welcome"}],
+    }
+    before = row_counts(store)
+    result = await dry_run_workflow(
+        bus.jetstream(), store, welcome, since_s=HOUR, until=clock.now(), pacing=Pacing(per_day=1)
+    )
+    assert result["emails"]["capped"] == 1 and result["emails"]["would_send"] == 0
+    assert result["caps"][0]["period"] == "2027-01-15"
+    slow = {
+        **welcome,
+        "steps": [{"id": "later", "type": "wait", "duration": "1d"}, *welcome["steps"]],
+    }
+    result = await dry_run_workflow(
+        bus.jetstream(), store, slow, since_s=HOUR, until=clock.now(), pacing=Pacing(per_day=1)
+    )
+    assert result["enrollments"]["waiting"] == 1
+    assert result["emails"]["would_send"] == 0 and result["emails"]["decided"] == 0
+    assert row_counts(store) == before
+    with store.begin() as conn:
+        status = conn.execute(sa.select(schema.intents.c.status)).scalar_one()
+    assert status == "sent"
+
+
+async def test_cancel_stops_between_chunks(
+    bus: NatsClient, store: Store, clock: ManualClock
+) -> None:
+    await cart_recording(bus, clock)
+    progress = Progress()
+    with pytest.raises(DryRunError, match="cancelled"):
+        await dry_run_workflow(
+            bus.jetstream(),
+            store,
+            CART,
+            since_s=HOUR,
+            until=clock.now(),
+            pacing=Pacing(),
+            progress=progress,
+            cancelled=lambda: True,
+        )
+    assert progress.total == 10 and progress.scanned == 0
+    consumers = await bus.jetstream().consumers_info(EVENTS_STREAM)
+    assert [c.name for c in consumers] == [DECIDE_CONSUMER]
