@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
+    QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -43,6 +44,7 @@ from console.client import EngineClient
 from console.errors import describe
 from console.pages.requests import KeyedRequests
 from widgets import theme
+from widgets.empty_state import EmptyState
 from widgets.format import format_count
 
 WINDOWS = (("Last 1 h", "1h"), ("Last 6 h", "6h"), ("Last 24 h", "24h"), ("Last 7 d", "7d"))
@@ -155,10 +157,7 @@ class DryRunPanel(QWidget):
 
         self.progress = QProgressBar()
         self.progress.setVisible(False)
-        self.note = QLabel(
-            "Pick a window and press Run: the draft is run over the events recorded then, "
-            "with the engine's own rules, caps and quiet hours. Nothing is sent or saved."
-        )
+        self.note = QLabel("Pick a window and press Run. Nothing is sent or saved.")
         self.note.setWordWrap(True)
 
         # -- totals --------------------------------------------------------------------------
@@ -214,15 +213,32 @@ class DryRunPanel(QWidget):
         splitter.setStretchFactor(1, 3)
         splitter.setChildrenCollapsible(False)
 
+        self.results = QWidget()
+        results = QVBoxLayout(self.results)
+        results.setContentsMargins(0, 0, 0, 0)
+        results.setSpacing(8)
+        results.addLayout(tiles)
+        results.addWidget(splitter, 1)
+        results.addWidget(self.reasons)
+        self.empty = EmptyState(
+            "mdi6.flask-outline",
+            "See what this draft would have sent, before it sends anything",
+            "Run",
+            detail="The events recorded in the window you pick are replayed through the "
+            "engine's own decisions, caps and quiet hours. Nothing is sent or saved.",
+        )
+        self.empty.action_triggered.connect(self.start)
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.empty)
+        self.pages.addWidget(self.results)
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 10, 12, 10)
         layout.setSpacing(8)
         layout.addLayout(header)
         layout.addWidget(self.progress)
         layout.addWidget(self.note)
-        layout.addLayout(tiles)
-        layout.addWidget(splitter, 1)
-        layout.addWidget(self.reasons)
+        layout.addWidget(self.pages, 1)
 
         self._poll = QTimer(self)
         self._poll.setInterval(POLL_MS)
@@ -264,6 +280,7 @@ class DryRunPanel(QWidget):
             args = {"text": str(self.definition.get("text") or ""), "since": since}
         self.result = None
         self.run_button.setEnabled(False)
+        self.empty.set_action("Run", enabled=False)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)  # busy until the engine says how many events
         self.note.setText(f"Starting a dry run over the {self.window.currentText().lower()}\u2026")
@@ -304,6 +321,7 @@ class DryRunPanel(QWidget):
         self._poll.stop()
         self.progress.setVisible(False)
         self.run_button.setEnabled(True)
+        self.empty.set_action("Run again")
         self.cancel_button.setEnabled(False)
         if job["state"] == "done" and job.get("result") is not None:
             self.show_result(job["result"])
@@ -318,6 +336,7 @@ class DryRunPanel(QWidget):
         self._poll.stop()
         self.progress.setVisible(False)
         self.run_button.setEnabled(True)
+        self.empty.set_action("Run again")
         self.cancel_button.setEnabled(False)
         self._problem(f"Dry run not started: {describe(exc)}", theme.Status.FAILING)
         self.finished.emit({"state": "failed", "error": describe(exc)})
@@ -337,23 +356,26 @@ class DryRunPanel(QWidget):
         window = self.window.currentText().lower()
         scanned = format_count(events["scanned"])
         if not events["scanned"]:
-            self.note.setText(
-                f"No events were recorded in the {window}: nothing to replay. "
-                "Start demo traffic, or pick a longer window."
+            self.note.setText("")
+            self.empty.set_sentence(f"No events were recorded in the {window}: nothing to replay")
+            self.empty.set_detail(
+                "Pick a longer window, or start demo traffic on the Live page and run again."
             )
-        else:
-            span = f"{_when(result.get('from'))} \u2013 {_when(result.get('until'))}"
-            count = format_count(emails["would_send"])
-            headline = (
-                f"<b>{count} emails</b> would go out"
-                if self.kind == "workflow"
-                else f"<b>{count} contacts</b> one could mail would enter it"
-            )
-            self.note.setText(
-                f"Replayed {scanned} events recorded {span}: {headline}. Nothing was sent."
-                + ("" if result.get("complete", True) else " (incomplete: events aged out)")
-            )
+            self.pages.setCurrentWidget(self.empty)
+            return
+        span = f"{_when(result.get('from'))} \u2013 {_when(result.get('until'))}"
+        count = format_count(emails["would_send"])
+        headline = (
+            f"<b>{count} emails</b> would go out"
+            if self.kind == "workflow"
+            else f"<b>{count} contacts</b> one could mail would enter it"
+        )
+        self.note.setText(
+            f"Replayed {scanned} events recorded {span}: {headline}. Nothing was sent."
+            + ("" if result.get("complete", True) else " (incomplete: events aged out)")
+        )
         waiting = int(result.get("enrollments", {}).get("waiting", 0))
+        self.pages.setCurrentWidget(self.results)
         self.tiles["would_send"].show_value(
             emails["would_send"],
             f"+ {format_count(waiting)} still waiting when the recording ends" if waiting else "",

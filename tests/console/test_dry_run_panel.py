@@ -76,6 +76,7 @@ def test_dry_run_panel_and_segments_button_screenshot(
         panel.resize(1200, 820)
         panel.show()
         assert "Nothing is sent" in panel.note.text()
+        assert panel.pages.currentWidget() is panel.empty
         panel.set_window("1h")
         seen_progress: list[bool] = []
         panel.progress.valueChanged.connect(lambda _v: seen_progress.append(True))
@@ -109,6 +110,7 @@ def test_dry_run_panel_and_segments_button_screenshot(
         await finished(broken)
         assert "a workflow needs at least one [[steps]]" in broken.note.text()
         assert broken.run_button.isEnabled() and broken.result is None
+        save_screenshot(broken, "dry-run-error")
         broken.close()
         broken.deleteLater()
         panel.close()
@@ -122,6 +124,8 @@ def test_dry_run_panel_and_segments_button_screenshot(
         page.text_to_tree()
         dialog = page.open_dry_run()
         assert isinstance(dialog, DryRunDialog) and dialog.isVisible()
+        assert dialog.panel.result is None and "Nothing is sent" in dialog.panel.note.text()
+        save_screenshot(dialog, "segments-dry-run-start")
         dialog.panel.set_window("1h")
         dialog.panel.start()
         await finished(dialog.panel)
@@ -129,6 +133,8 @@ def test_dry_run_panel_and_segments_button_screenshot(
         assert seg is not None and seg["kind"] == "segment", dialog.panel.note.text()
         assert seg["contacts"]["entered"] == 3
         assert "3 contacts" in dialog.panel.note.text()
+        assert dialog.panel.sample.rowCount() == 3
+        dialog.panel.tabs.setCurrentWidget(dialog.panel.sample)
         save_screenshot(dialog, "segments-dry-run")
         dialog.close()
         await wait_until(lambda: not page.busy(), timeout=30)
