@@ -370,10 +370,13 @@ class DryRunPanel(QWidget):
             if self.kind == "workflow"
             else f"<b>{count} contacts</b> one could mail would enter it"
         )
-        self.note.setText(
-            f"Replayed {scanned} events recorded {span}: {headline}. Nothing was sent."
-            + ("" if result.get("complete", True) else " (incomplete: events aged out)")
-        )
+        note = f"Replayed {scanned} events recorded {span}: {headline}. Nothing was sent."
+        if not result.get("complete", True):
+            note += " (incomplete: events aged out of the stream while it ran)"
+        colour = theme.status_color(theme.Status.DEGRADED, self.palette()).name()
+        for warning in result.get("warnings") or []:
+            note += f"<br><span style='color:{colour}'>\u26a0 {html.escape(warning)}</span>"
+        self.note.setText(note)
         waiting = int(result.get("enrollments", {}).get("waiting", 0))
         self.pages.setCurrentWidget(self.results)
         self.tiles["would_send"].show_value(

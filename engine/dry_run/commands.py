@@ -73,6 +73,7 @@ def summary(result: dict[str, Any]) -> str:
             f"  contacts: {c['seen']:,} seen, {c['entered']:,} entered, {c['exited']:,} left, "
             f"{c['members_at_end']:,} members at the end"
         )
+    lines += [f"  warning: {w}" for w in result.get("warnings", [])]
     lines.append(
         f"  emails that would go out: {emails['would_send']:,} to {emails['recipients']:,} "
         f"contacts; {emails.get('capped', 0):,} capped, {emails['suppressed']:,} suppressed, "
@@ -161,6 +162,7 @@ async def dry_run_command(
                 offers=library.workflows.offers,
                 max_events=max_events,
                 progress=progress,
+                has_template=library.renderer.has,
             )
         else:
             assert text is not None

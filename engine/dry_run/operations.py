@@ -207,6 +207,7 @@ def register_dry_run_operations(control: ControlServer, node: Node) -> DryRunJob
                 max_events=max_events,
                 progress=progress,
                 cancelled=cancelled,
+                has_template=library.renderer.has,
             )
 
         job = jobs.start("workflow", workflow.id, actor, runner)

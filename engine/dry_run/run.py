@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 
 from engine.decide.batch import decode_delivery
 from engine.decide.durations import format_duration, parse_duration
-from engine.decide.workflow import Workflow, parse_workflow
+from engine.decide.workflow import SendStep, Workflow, parse_workflow
 from engine.dry_run.recording import Recording
 from engine.dry_run.segments import SegmentSimulation
 from engine.dry_run.workflows import WorkflowSimulation, check_replayable
@@ -118,14 +118,16 @@ async def dry_run_workflow(
     max_events: int = MAX_EVENTS,
     progress: Progress | None = None,
     cancelled: Callable[[], bool] = lambda: False,
+    has_template: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """A draft workflow definition (as ``parse_workflow`` takes it) over the last ``since_s``
-    seconds of recorded events; the simulation's clock ends at ``until``."""
+    seconds of recorded events; the simulation's clock ends at ``until``. ``has_template``
+    (the renderer's ``has``) lets the result warn about send steps naming no template."""
     workflow = draft_workflow(definition, offers)
     simulation = WorkflowSimulation(
         workflow, store=store, pacing=pacing, template_routes=template_routes, until=until
     )
-    return await replay(
+    result = await replay(
         js,
         simulation,
         start=time.time() - since_s,
@@ -133,6 +135,26 @@ async def dry_run_workflow(
         progress=progress,
         cancelled=cancelled,
     )
+    result["warnings"] = template_warnings(workflow, has_template)
+    return result
+
+
+def template_warnings(workflow: Workflow, has_template: Callable[[str], bool] | None) -> list[str]:
+    """Send steps (and experiment arms) naming a template the engine does not have: counted as
+    sends here, they would fail to render when live."""
+    if has_template is None:
+        return []
+    names: list[tuple[str, str]] = []
+    for step in workflow.steps:
+        if isinstance(step, SendStep):
+            names.append((step.id, step.template))
+            if step.experiment is not None:
+                names += [(step.id, v.template) for v in step.experiment.variants if v.template]
+    return [
+        f"step {step_id!r}: there is no template {name!r} (its mail would fail to render)"
+        for step_id, name in dict.fromkeys(names)
+        if not has_template(name)
+    ]
 
 
 def draft_workflow(definition: Mapping[str, Any], offers: OfferBook | None = None) -> Workflow:

@@ -32,7 +32,7 @@ def quiz_workflow(event: str) -> dict[str, Any]:
         "name": "Quiz follow-up",
         "category": "transactional",
         "trigger": {"event": event, "where": [{"property": "score", "op": "gte", "value": 5}]},
-        "steps": [{"id": "mail", "type": "send", "template": "welcome"}],
+        "steps": [{"id": "mail", "type": "send", "template": "re-engagement"}],
     }
 
 
@@ -78,8 +78,6 @@ def test_dry_run_panel_and_segments_button_screenshot(
         assert "Nothing is sent" in panel.note.text()
         assert panel.pages.currentWidget() is panel.empty
         panel.set_window("1h")
-        seen_progress: list[bool] = []
-        panel.progress.valueChanged.connect(lambda _v: seen_progress.append(True))
         with qtbot.waitSignal(panel.finished, timeout=60_000) as blocker:
             panel.start()
             await wait_until(lambda: blocker.signal_triggered, timeout=60)

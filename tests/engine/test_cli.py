@@ -157,6 +157,8 @@ def test_dry_run_prints_what_a_draft_would_send(
     assert "emails that would go out: 1 to 1 contacts" in out
     assert "1 without an address" in out
     assert "cli.test" in out and "u1@cli.test" in out
+    # The data directory's fresh store has the starter templates only: no "welcome".
+    assert "warning: step 'hello': there is no template 'welcome'" in out
     code, out, err = run(capsys, "dry-run", "--workflow", str(draft), "--json", *common)
     assert code == 0 and json.loads(out)["emails"]["would_send"] == 1
     code, _, err = run(capsys, "dry-run", "--workflow", str(draft), "--since", "soon", *common)

@@ -31,7 +31,7 @@ QUIZ = {
         "event": "Quiz Finished",
         "where": [{"property": "score", "op": "gte", "value": 5}],
     },
-    "steps": [{"id": "mail", "type": "send", "template": "welcome"}],
+    "steps": [{"id": "mail", "type": "send", "template": "re-engagement"}],
 }
 
 
@@ -105,6 +105,12 @@ async def test_workflow_and_segment_dry_runs_over_the_control_api(node: Node) ->
     assert result["emails"]["would_send"] == 2  # scores 9 and 7; 2 is below the threshold
     assert sorted(s["email"] for s in result["sample"]) == ["q0@quiz.test", "q1@quiz.test"]
     assert result["per_domain"] == [{"domain": "quiz.test", "count": 2}]
+    assert result["warnings"] == []
+    typo = {**QUIZ, "steps": [{"id": "mail", "type": "send", "template": "welcom"}]}
+    warned = await call("workflows.dry_run", {"definition": typo, "since": "1h", "wait": 20})
+    assert warned["result"]["warnings"] == [
+        "step 'mail': there is no template 'welcom' (its mail would fail to render)"
+    ]
     status = await call("dry_runs.status", {"job": started["job"]})
     assert status["state"] == "done" and status["result"] == result
     # Nothing of the draft exists in the store, and no intent was added by the dry run.

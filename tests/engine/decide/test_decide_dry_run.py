@@ -4,6 +4,7 @@ sent or stored."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -14,12 +15,15 @@ from nats.aio.client import Client as NatsClient
 
 from engine.bus import DECIDE_CONSUMER, EVENTS_STREAM, events_subject
 from engine.clock import ManualClock
+from engine.decide.workflow import parse_workflow
 from engine.dry_run.run import (
     Progress,
     dry_run_segment,
     dry_run_workflow,
+    replay,
     window_seconds,
 )
+from engine.dry_run.workflows import WorkflowSimulation
 from engine.errors import DryRunError, WorkflowInvalid
 from engine.pacing.policy import Pacing
 from engine.pacing.quiet import QuietHours
@@ -350,3 +354,30 @@ async def test_cancel_stops_between_chunks(
     assert progress.total == 10 and progress.scanned == 0
     consumers = await bus.jetstream().consumers_info(EVENTS_STREAM)
     assert [c.name for c in consumers] == [DECIDE_CONSUMER]
+
+
+async def test_progress_counts_up_chunk_by_chunk(
+    bus: NatsClient, store: Store, clock: ManualClock
+) -> None:
+    await cart_recording(bus, clock)
+    simulation = WorkflowSimulation(
+        parse_workflow(CART, source="test"), store=store, pacing=Pacing(), until=clock.now()
+    )
+    progress = Progress()
+    seen: list[tuple[int, int]] = []
+
+    def cancelled() -> bool:
+        seen.append((progress.scanned, progress.total))
+        return False
+
+    result = await replay(
+        bus.jetstream(),
+        simulation,
+        start=time.time() - HOUR,
+        progress=progress,
+        cancelled=cancelled,
+        chunk=3,
+    )
+    assert seen == [(0, 10), (3, 10), (6, 10), (9, 10)]
+    assert result["events"]["scanned"] == 10 and result["complete"] is True
+    assert result["window"]["recorded_from"] is not None
