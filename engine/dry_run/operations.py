@@ -7,15 +7,15 @@
 
 ``since`` is the window: a duration (``"1h"``, ``"24h"``, ``"7d"``) or seconds, at most 31 days
 (the stream keeps ``nats.max_age_days``). ``max_events`` (default 200,000, at most 2,000,000)
-bounds the events scanned: a window holding more is refused with the count before anything is
-read. A dry run is a job on the node that took the request, because it can take longer than
-a request may wait: the start replies at once (or after up to ``wait`` seconds, at most 30,
-if it finished by then) with the job's status ``{job, kind, label, state, scanned, total,
-started_at, finished_at, result?, error?}``; ``state`` is ``running``, ``done``, ``failed`` or
-``cancelled``. Ask ``dry_runs.status`` on the same node to follow it. Only the user who started
-a job sees or cancels it; a node keeps the last 20 and runs at most 2 at once.
+bounds the events scanned: when the window holds more, the job fails at once with the count,
+before anything is replayed. A dry run is a job on the node that took the request, because it
+can take longer than a request may wait: the start replies at once (or after up to ``wait``
+seconds, at most 30, if it finished by then) with the job's status ``{job, kind, label, state,
+scanned, total, started_at, finished_at, result?, error?}``; ``state`` is ``running``, ``done``,
+``failed`` or ``cancelled``. Ask ``dry_runs.status`` on the same node to follow it. Only the
+user who started a job sees or cancels it; a node keeps the last 20 and runs at most 2 at once.
 
-A bad draft, window or limit is refused at the start with the reason; nothing is written,
+A bad draft, window or argument is refused at the start with the reason; nothing is written,
 so nothing is audited.
 """
 

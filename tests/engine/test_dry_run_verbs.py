@@ -117,6 +117,10 @@ async def test_workflow_and_segment_dry_runs_over_the_control_api(node: Node) ->
     assert count(store, schema.intents) == intents_before
     assert count(store, schema.intents, schema.intents.c.workflow_id == "quiz-draft") == 0
     assert count(store, schema.enrollments, schema.enrollments.c.workflow_id == "quiz-draft") == 0
+    assert count(store, schema.timers) == 0
+    # Nor did any mail reach the capture inbox (the live starters ignore "Quiz Finished").
+    await asyncio.sleep(0.5)
+    assert await call("inbox.list", {"search": "quiz.test"}) == []
 
     seg = await call(
         "segments.dry_run",
