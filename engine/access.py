@@ -97,6 +97,11 @@ VERBS: dict[str, VerbAccess] = {
     "segments.sample": _read("see a segment's members", MARKETER, SUPPORT),
     "segments.why": _read("see why a contact is in a segment", MARKETER, SUPPORT),
     "segments.preview": _read("see a draft segment's members", MARKETER, SUPPORT),
+    # Dry runs name the contacts a draft would mail (their own jobs only: dry_runs.*).
+    "workflows.dry_run": _read("dry-run a draft workflow", MARKETER, SUPPORT),
+    "segments.dry_run": _read("dry-run a draft segment", MARKETER, SUPPORT),
+    "dry_runs.status": _read("follow a dry run", MARKETER, SUPPORT),
+    "dry_runs.cancel": _read("cancel a dry run", MARKETER, SUPPORT),
     "contacts.search": _read("search contacts", MARKETER, SUPPORT),
     "contacts.show": _read("read a contact", MARKETER, SUPPORT),
     "contacts.events": _read("read a contact's events", MARKETER, SUPPORT),

@@ -197,6 +197,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common(over)
     over.add_argument("code", metavar="CODE")
 
+    dry = sub.add_parser(
+        "dry-run",
+        help="run a draft workflow or segment over the recorded events, sending nothing",
+    )
+    _common(dry)
+    draft = dry.add_mutually_exclusive_group(required=True)
+    draft.add_argument("--workflow", metavar="FILE", help="a workflow file (.toml or .json)")
+    draft.add_argument("--segment", metavar="FILE", help="a file holding a segment's text")
+    dry.add_argument(
+        "--since", default="24h", metavar="DURATION", help="the window, e.g. 1h, 24h, 7d"
+    )
+    dry.add_argument(
+        "--max-events",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="refuse a window holding more recorded events than this (default 200,000)",
+    )
+    dry.add_argument("--nats", metavar="URL", help="NATS URL (default: the local stack's)")
+    dry.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
     demo = sub.add_parser("demo", help="publish simulated shop traffic to a running engine")
     _common(demo)
     demo.add_argument("--rate", type=float, default=50.0, metavar="N", help="events per second")
@@ -364,6 +385,29 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             return offer_commands.offers_list(store, settings)
         finally:
             store.dispose()
+    if args.command == "dry-run":
+        from engine.dry_run.commands import dry_run_command, read_draft
+        from engine.dry_run.run import check_max_events
+
+        definition, text = read_draft(
+            Path(args.workflow) if args.workflow else None,
+            Path(args.segment) if args.segment else None,
+        )
+        return int(
+            _run_async(
+                lambda: dry_run_command(
+                    settings,
+                    definition=definition,
+                    text=text,
+                    since=args.since,
+                    max_events=check_max_events(args.max_events),
+                    nats=args.nats,
+                    as_json=args.json,
+                ),
+                "asyncio",
+            )
+            or 0
+        )
     if args.command == "demo":
         return int(
             _run_async(

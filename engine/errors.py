@@ -70,3 +70,8 @@ class RelayTimeout(DeliveryError, TimeoutError):
 
 class TokenInvalid(EngineError, ValueError):
     """An unsubscribe (or other signed) token is malformed or its signature does not match."""
+
+
+class DryRunError(EngineError, ValueError):
+    """A dry run cannot run as asked (too many recorded events, a trigger it cannot replay,
+    cancelled); the message says why and what to change."""

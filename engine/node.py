@@ -540,6 +540,11 @@ class Node:
         from engine.experiments.operations import register_experiment_operations
 
         register_experiment_operations(control, self)
+        from engine.dry_run.operations import register_dry_run_operations
+
+        dry_runs = register_dry_run_operations(control, self)
+        self._stack.push_async_callback(dry_runs.stop)
+        self.components["dry_runs"] = dry_runs
         await control.start()
         self._stack.push_async_callback(control.stop)
         self.components["control"] = control

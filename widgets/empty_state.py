@@ -84,6 +84,11 @@ class EmptyState(QWidget):
         """The teaching sentence."""
         self._sentence.setText(sentence)
 
+    def set_detail(self, detail: str) -> None:
+        """The smaller line under the sentence ("" hides it)."""
+        self._detail.setText(detail)
+        self._detail.setVisible(bool(detail))
+
     def sentence(self) -> str:
         """The teaching sentence shown."""
         return self._sentence.text()

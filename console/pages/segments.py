@@ -12,6 +12,8 @@ members and membership over time on the right.
 - Save stores a new version (``segments.save``) and follows the build over the stored contacts
   with a progress bar (``segments.build_status``); membership over the last day is drawn from
   ``segments.history``.
+- "Dry run..." replays the recorded events against the draft (console/pages/dry_run.py): who
+  would enter it, when, and at which domains, without saving anything.
 - Completion of trait names, event names and event properties comes from the stream
   (``templates.fields``).
 """
@@ -43,6 +45,7 @@ from PySide6.QtWidgets import (
 from console.client import EngineClient
 from console.errors import describe
 from console.operations import show_message
+from console.pages.dry_run import DryRunDialog
 from console.pages.requests import KeyedRequests
 from console.pages.segment_tree import RuleTree
 from engine.segments.model import SEGMENT_ID, Condition, SegmentInvalid
@@ -112,6 +115,13 @@ class SegmentsPage(QWidget):
             "Store a new version and build its membership over the stored contacts"
         )
         self.save_button.clicked.connect(self.save)
+        self.dry_run_button = QPushButton("Dry run\u2026")
+        self.dry_run_button.setToolTip(
+            "Replay the recorded events against this draft: who would enter it and when, "
+            "without saving or sending anything"
+        )
+        self.dry_run_button.clicked.connect(self.open_dry_run)
+        self.dry_run: DryRunDialog | None = None
         header = QHBoxLayout()
         header.setSpacing(8)
         header.addWidget(title)
@@ -121,6 +131,7 @@ class SegmentsPage(QWidget):
         header.addWidget(self.sid, 1)
         header.addWidget(QLabel("Name"))
         header.addWidget(self.name, 2)
+        header.addWidget(self.dry_run_button)
         header.addWidget(self.save_button)
 
         # -- left: the tree and the text form --------------------------------------------------
@@ -436,6 +447,19 @@ class SegmentsPage(QWidget):
         self.requests.ask(
             "save", "segments.save", {"segment": sid, "name": name, "text": text}, saved, failed
         )
+
+    def open_dry_run(self) -> DryRunDialog | None:
+        """Open the dry run of the draft as it stands (a window of its own, not modal)."""
+        text = self.draft_text()
+        if text is None or self.text_error:
+            show_message(self, "Fix the rules first (the tree or the text says what is wrong).")
+            return None
+        if self.dry_run is not None:
+            self.dry_run.close()
+            self.dry_run.deleteLater()
+        self.dry_run = DryRunDialog(self.client, "segment", {"text": text}, self)
+        self.dry_run.show()
+        return self.dry_run
 
     def _poll_build(self) -> None:
         if self.current is None:

@@ -118,6 +118,23 @@ def dead_letter_id(delivery: Delivery) -> str:
     return digest.hexdigest()
 
 
+def decode_delivery(delivery: Delivery, parse: ParseEvent) -> Event | str:
+    """The event a stream message carries, or the reason it is a dead letter (the dry run
+    reads recorded messages the same way)."""
+    try:
+        data: Any = orjson.loads(delivery.data)
+    except orjson.JSONDecodeError as exc:
+        return f"payload: not valid JSON ({exc})"
+    if isinstance(data, dict) and not data.get("messageId"):
+        # Published straight to NATS without an id: the header, else the stream position,
+        # so a redelivery or replay of this message is still recognised.
+        data["messageId"] = delivery.msg_id or f"stream-{delivery.stream_seq}"
+    try:
+        return parse(data, received_at=delivery.published_at)
+    except EventInvalid as exc:
+        return f"{exc.field}: {exc.problem}"
+
+
 class DecideBatch:
     """Runs batches of stream messages against the store (blocking; call from a worker thread)."""
 
@@ -139,18 +156,7 @@ class DecideBatch:
 
     def decode(self, delivery: Delivery) -> Event | str:
         """The event, or the reason it is a dead letter."""
-        try:
-            data: Any = orjson.loads(delivery.data)
-        except orjson.JSONDecodeError as exc:
-            return f"payload: not valid JSON ({exc})"
-        if isinstance(data, dict) and not data.get("messageId"):
-            # Published straight to NATS without an id: the header, else the stream position,
-            # so a redelivery or replay of this message is still recognised.
-            data["messageId"] = delivery.msg_id or f"stream-{delivery.stream_seq}"
-        try:
-            return self.parse(data, received_at=delivery.published_at)
-        except EventInvalid as exc:
-            return f"{exc.field}: {exc.problem}"
+        return decode_delivery(delivery, self.parse)
 
     def run(self, deliveries: Sequence[Delivery]) -> BatchOutcome:
         """Decide one batch in one transaction and commit it."""
@@ -248,7 +254,7 @@ class DecideBatch:
         changes = Changes(pacing=self.registry.pacing)
         winners = winners_for(conn, index.versions.values())
         machine = StepMachine(changes, winners, template_routes=index.template_routes)
-        decider = _EventDecider(index, machine, live, history, outcome)
+        decider = EventDecider(index, machine, live, history, outcome)
         for event in events:
             contact = contacts[event.contact_key]
             recent = activity.setdefault(contact.id, RecentActivity())
@@ -311,7 +317,7 @@ class DecideBatch:
     def _enroll_entries(
         self,
         conn: Connection,
-        decider: _EventDecider,
+        decider: EventDecider,
         involved: set[str],
         contacts: dict[str, Contact],
         activity: dict[str, RecentActivity],
@@ -402,8 +408,9 @@ def may_enter(
     return last is None or now - last >= wf.reentry.after_s
 
 
-class _EventDecider:
-    """Applies one event after another to in-memory state (goals, waits, triggers)."""
+class EventDecider:
+    """Applies one event after another to in-memory state (goals, waits, triggers); the decide
+    batch and the dry run (engine.dry_run) both drive it."""
 
     def __init__(
         self,

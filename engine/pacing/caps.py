@@ -19,7 +19,7 @@ reaching the contact (suppressed, bounced, expired, failed, cancelled) free thei
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,10 +101,41 @@ def enforce_caps(
             ).all()
     holders = _load_holders(conn, wanted, contact_ids)
     capped: list[Capped] = []
+
+    def preempt(victim: _Holder, reason: str) -> bool:
+        return _preempt(conn, victim, reason, now)
+
     for intent in wanted:
         mine = holders.setdefault(intent["contact_id"], [])
-        result = _place(conn, pacing, intent, mine, now)
+        result = _place(pacing, intent, mine, now, preempt)
         capped.extend(result)
+    return capped
+
+
+def preview_caps(
+    conn: Connection, pacing: Pacing, intents: Sequence[dict[str, Any]]
+) -> list[Capped]:
+    """The caps applied to ``intents`` (in decision order) as ``enforce_caps`` would, without
+    writing: the dry run (engine.dry_run). Stored intents hold their places as they do for a
+    real decision; one a new intent would pre-empt is reported (``preempted``) and left as it
+    is; the new rows the cap drops get ``status = suppressed`` in memory."""
+    if not pacing.capped:
+        return []
+    wanted = [i for i in intents if i.get("cap_day") is not None and i["status"] == QUEUED]
+    if not wanted:
+        return []
+    holders = _load_holders(conn, wanted, sorted({i["contact_id"] for i in wanted}))
+    capped: list[Capped] = []
+    for intent in wanted:
+        mine = holders.setdefault(intent["contact_id"], [])
+        now = float(intent["decided_at"])
+
+        def preempt(victim: _Holder, reason: str, now: float = now) -> bool:
+            if victim.new is not None:
+                return _preempt(conn, victim, reason, now)  # in memory only: no stored row
+            return True
+
+        capped.extend(_place(pacing, intent, mine, now, preempt))
     return capped
 
 
@@ -152,7 +183,11 @@ def _load_holders(
 
 
 def _place(
-    conn: Connection, pacing: Pacing, intent: dict[str, Any], mine: list[_Holder], now: float
+    pacing: Pacing,
+    intent: dict[str, Any],
+    mine: list[_Holder],
+    now: float,
+    preempt: Callable[[_Holder, str], bool],
 ) -> list[Capped]:
     """Give ``intent`` a place under the caps, pre-empting a lower priority if it must."""
     day, week, priority = intent["cap_day"], intent["cap_week"], int(intent["priority"])
@@ -193,7 +228,7 @@ def _place(
             f"frequency cap: pre-empted by {intent['workflow_id']} "
             f"(priority {priority} over {victim.priority})"
         )
-        if not _preempt(conn, victim, reason, now):
+        if not preempt(victim, reason):
             victim.pending = False  # a deliver node claimed it meanwhile: it stays counted
             continue
         mine.remove(victim)

@@ -110,3 +110,60 @@ def test_inbox_and_demo_errors_are_plain(
     assert code == 2 and "no message 'nope'" in err
     code, _, err = run(capsys, "demo", "--rate", "10", "--duration", "1", *data)
     assert code == 2 and "no running local engine found" in err
+
+
+def test_dry_run_prints_what_a_draft_would_send(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], nats_url: str, nats_token: str
+) -> None:
+    import asyncio
+    import time
+
+    import orjson
+
+    from engine.bus import connect, ensure_streams
+    from engine.ingest.validate import format_time
+
+    async def record() -> None:
+        nc = await connect(nats_url, token=nats_token, name="cli-test")
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            now = format_time(time.time())
+            for k, body in enumerate(
+                [
+                    {"type": "identify", "userId": "u1", "traits": {"email": "u1@cli.test"}},
+                    {"type": "track", "userId": "u1", "event": "Signed Up"},
+                    {"type": "track", "userId": "u2", "event": "Signed Up"},
+                ]
+            ):
+                event = {**body, "messageId": f"cli-{k}", "timestamp": now, "receivedAt": now}
+                await js.publish(f"events.{body['type']}", orjson.dumps(event))
+        finally:
+            await nc.drain()
+
+    asyncio.run(record())
+    (tmp_path / "settings.toml").write_text(f'[nats]\ntoken = "{nats_token}"\n')
+    draft = tmp_path / "welcome.toml"
+    draft.write_text(
+        'id = "welcome-draft"\nname = "Welcome"\ncategory = "transactional"\n'
+        '[trigger]\nevent = "Signed Up"\n'
+        '[[steps]]\nid = "hello"\ntype = "send"\ntemplate = "welcome"\n'
+    )
+    common = ["--config", str(tmp_path / "settings.toml"), "--data-dir", str(tmp_path / "d")]
+    common += ["--nats", nats_url]
+    code, out, err = run(capsys, "dry-run", "--workflow", str(draft), "--since", "1h", *common)
+    assert code == 0, err
+    assert "scanned 3 of 3 recorded events" in err
+    assert "emails that would go out: 1 to 1 contacts" in out
+    assert "1 without an address" in out
+    assert "cli.test" in out and "u1@cli.test" in out
+    # The data directory's fresh store has the starter templates only: no "welcome".
+    assert "warning: step 'hello': there is no template 'welcome'" in out
+    code, out, err = run(capsys, "dry-run", "--workflow", str(draft), "--json", *common)
+    assert code == 0 and json.loads(out)["emails"]["would_send"] == 1
+    code, _, err = run(capsys, "dry-run", "--workflow", str(draft), "--since", "soon", *common)
+    assert code == 2 and "since: bad duration 'soon'" in err
+    code, _, err = run(capsys, "dry-run", "--workflow", str(draft), "--max-events", "2", *common)
+    assert code == 2 and "3 events were recorded in this window, more than the 2" in err
+    code, _, err = run(capsys, "dry-run", "--workflow", str(tmp_path / "nope.toml"), *common)
+    assert code == 2 and "cannot read" in err
