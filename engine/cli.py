@@ -197,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(over)
     over.add_argument("code", metavar="CODE")
 
+    clv = sub.add_parser("clv", help="customer lifetime value from each contact's orders")
+    clv_sub = clv.add_subparsers(dest="clv_command", required=True, metavar="ACTION")
+    crebuild = clv_sub.add_parser(
+        "rebuild", help="recompute every contact's value from the stored orders (with progress)"
+    )
+    _common(crebuild)
+    crebuild.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    cshow = clv_sub.add_parser("show", help="one contact's lifetime value and orders")
+    _common(cshow)
+    cshow.add_argument("contact", metavar="CONTACT")
+
     demo = sub.add_parser("demo", help="publish simulated shop traffic to a running engine")
     _common(demo)
     demo.add_argument("--rate", type=float, default=50.0, metavar="N", help="events per second")
@@ -362,6 +373,16 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             if args.offers_command == "verify":
                 return offer_commands.offers_verify(store, settings, args.code)
             return offer_commands.offers_list(store, settings)
+        finally:
+            store.dispose()
+    if args.command == "clv":
+        from engine import clv_commands
+
+        store = commands.open_migrated(settings)
+        try:
+            if args.clv_command == "rebuild":
+                return clv_commands.clv_rebuild(store, quiet=args.quiet)
+            return clv_commands.clv_show(store, args.contact)
         finally:
             store.dispose()
     if args.command == "demo":
