@@ -146,16 +146,25 @@ def contact_values(conn: Connection, contact_ids: Iterable[str]) -> dict[str, di
 
 
 Progress = Callable[[int, int], None]  # (contacts done, contacts in all)
+AfterPage = Callable[[Connection, list[str]], None]  # in the page's transaction, values written
 
 
-def rebuild(store: Store, progress: Progress | None = None, *, page: int = PAGE) -> dict[str, Any]:
+def rebuild(
+    store: Store,
+    progress: Progress | None = None,
+    *,
+    page: int = PAGE,
+    after_page: AfterPage | None = None,
+) -> dict[str, Any]:
     """Recompute every contact's value from the stored ``Order Completed`` activity.
 
     Page by page of contact ids, each in its own transaction that first locks the page's rows
     (a no-op update: on SQLite the write lock, on PostgreSQL the rows), so a decide batch
     adding an order to one of them either commits before the page reads the activity or
-    waits and adds its order on top. Returns counts and the oldest activity kept (orders
-    older than ``activity_days`` were pruned from activity and cannot be recounted)."""
+    waits and adds its order on top. ``after_page`` runs in each page's transaction once its
+    values are written (the command re-evaluates the segments reading them there). Returns
+    counts and the oldest activity kept (orders older than ``activity_days`` were pruned from
+    activity and cannot be recounted)."""
     c, a = schema.contacts, schema.activity
     with store.begin() as conn:
         total = int(conn.execute(sa.select(sa.func.count()).select_from(c)).scalar_one())
@@ -198,6 +207,8 @@ def rebuild(store: Store, progress: Progress | None = None, *, page: int = PAGE)
                     for cid, t in totals.items()
                 ],
             )  # fmt: skip
+            if after_page is not None:
+                after_page(conn, ids)
         for t in totals.values():
             if t.orders:
                 with_orders += 1

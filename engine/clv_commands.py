@@ -1,4 +1,5 @@
-"""``campaign-engine clv ...``: recompute lifetime values from history, show one contact's."""
+"""``campaign-engine clv ...``: recompute lifetime values from history (and the membership of
+the segments reading them), show one contact's."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import sys
 import time
 from datetime import UTC, datetime
 
+from sqlalchemy import Connection
+
 from engine.clv import contact_values, rebuild
 from engine.errors import ConfigError
+from engine.segments.definitions import load_segments
+from engine.segments.membership import SegmentIndex, refresh
 from engine.store import Store, schema
 
 
@@ -34,9 +39,22 @@ def clv_rebuild(store: Store, *, quiet: bool = False) -> int:
             percent = 100 * done / total if total else 100.0
             print(f"\rcontacts {done:,} / {total:,} ({percent:.0f}%)", end="", file=sys.stderr)
 
-    summary = rebuild(store, progress)
+    # The values change without events: the segments reading them are re-evaluated for each
+    # page in its transaction, as a segment build does (engine/segments/build.py).
+    index = SegmentIndex.build(load_segments(store))
+    reading = frozenset(index.reads_value)
+    moved = {"entered": 0, "exited": 0}
+
+    def resegment(conn: Connection, ids: list[str]) -> None:
+        changes, _ = refresh(conn, index, dict.fromkeys(ids, reading), time.time())
+        for change in changes:
+            moved[change.kind] += 1
+
+    summary = rebuild(store, progress, after_page=resegment if reading else None)
     if not quiet and summary["contacts"]:
         print(file=sys.stderr)
+    summary["segments"] = sorted(reading)
+    summary["segment_changes"] = dict(moved)
     with store.begin() as conn:
         conn.execute(
             schema.audit_log.insert(),
@@ -50,6 +68,11 @@ def clv_rebuild(store: Store, *, quiet: bool = False) -> int:
         f"{time.monotonic() - started:.1f} s: {summary['with_orders']:,} with orders, "
         f"{summary['orders']:,} orders, {summary['lifetime_value']:,.2f} in all"
     )
+    if reading:
+        print(
+            f"segments reading the value re-evaluated ({', '.join(sorted(reading))}): "
+            f"{moved['entered']:,} entered, {moved['exited']:,} left"
+        )
     print(
         f"orders counted from the activity kept (oldest order: "
         f"{_when(summary['oldest_order_at'])}); older orders were pruned by activity_days"

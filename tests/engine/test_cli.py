@@ -112,7 +112,7 @@ def test_inbox_and_demo_errors_are_plain(
     assert code == 2 and "no running local engine found" in err
 
 
-def test_clv_rebuild_counts_history_with_progress_and_audit(
+def test_clv_rebuild_counts_history_with_progress_segments_and_audit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = ["--data-dir", str(tmp_path / "d")]
@@ -139,8 +139,14 @@ def test_clv_rebuild_counts_history_with_progress_and_audit(
                      "message_id": "m3", "ts": 1_700_000_000.0},
                 ],
             )  # fmt: skip
+            conn.execute(
+                schema.segments.insert(),
+                {"id": "big", "version": 1, "name": "Big", "definition": "clv > 100",
+                 "actor": "test", "created_at": 1.0},
+            )  # fmt: skip
         code, out, err = run(capsys, "clv", "rebuild", *data)
         assert code == 0, err
+        assert "segments reading the value re-evaluated (big): 1 entered, 0 left" in out
         assert "contacts 2 / 2 (100%)" in err
         assert "rebuilt for 2 contacts" in out and "1 with orders, 2 orders, 100.25 in all" in out
         assert "oldest order: 2023-11-14 22:13:20 UTC" in out
@@ -155,6 +161,9 @@ def test_clv_rebuild_counts_history_with_progress_and_audit(
             audit = conn.execute(
                 sa.select(schema.audit_log).where(schema.audit_log.c.action == "clv.rebuild")
             ).one()
+            members = conn.execute(sa.select(schema.segment_members.c.contact_id)).scalars()
+            assert list(members) == ["ann"]
         assert audit.count == 2 and audit.actor.startswith("cli")
+        assert audit.detail["segment_changes"] == {"entered": 1, "exited": 0}
     finally:
         store.dispose()
