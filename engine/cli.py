@@ -217,6 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dry.add_argument("--nats", metavar="URL", help="NATS URL (default: the local stack's)")
     dry.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    clv = sub.add_parser("clv", help="customer lifetime value from each contact's orders")
+    clv_sub = clv.add_subparsers(dest="clv_command", required=True, metavar="ACTION")
+    crebuild = clv_sub.add_parser(
+        "rebuild", help="recompute every contact's value from the stored orders (with progress)"
+    )
+    _common(crebuild)
+    crebuild.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    cshow = clv_sub.add_parser("show", help="one contact's lifetime value and orders")
+    _common(cshow)
+    cshow.add_argument("contact", metavar="CONTACT")
 
     demo = sub.add_parser("demo", help="publish simulated shop traffic to a running engine")
     _common(demo)
@@ -408,6 +418,16 @@ def dispatch(args: argparse.Namespace, settings: Settings) -> int:
             )
             or 0
         )
+    if args.command == "clv":
+        from engine import clv_commands
+
+        store = commands.open_migrated(settings)
+        try:
+            if args.clv_command == "rebuild":
+                return clv_commands.clv_rebuild(store, quiet=args.quiet)
+            return clv_commands.clv_show(store, args.contact)
+        finally:
+            store.dispose()
     if args.command == "demo":
         return int(
             _run_async(

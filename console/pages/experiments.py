@@ -6,6 +6,9 @@ experiment shows its arms; "Promote…" gives the selected arm to every new cont
 holdout (``experiments.promote``, audited), after a confirmation stating the impact.
 Rates are conversions per exposure; intervals are 95% Wilson intervals; the lift is the
 difference from the holdout with its always-valid 95% sequence (docs/experiments.md).
+Below the arms, their order value: revenue per exposed contact over the chosen window after
+first exposure, the incremental revenue over the holdout (95% intervals) and the arms' mean
+lifetime value now (engine/experiments/value.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QComboBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -43,6 +47,16 @@ ARM_COLUMNS = (
     "Lift vs holdout",
     "Rev./mail",
 )
+VALUE_COLUMNS = (
+    "Arm",
+    "Contacts",
+    "Full window",
+    "Revenue/contact (95% CI)",
+    "Incremental vs holdout",
+    "Mean CLV now",
+)
+VALUE_WINDOWS = (("7 days", "7d"), ("30 days", "30d"), ("90 days", "90d"))
+DEFAULT_VALUE_WINDOW = "30d"
 WORKFLOW_COLUMNS = (
     "Workflow",
     "Sent",
@@ -83,6 +97,17 @@ def duration(seconds: float | None) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f} {unit}"
     return f"{seconds:.0f} s"
+
+
+def window_words(seconds: float | None) -> str:
+    """``value_window_s`` as people say it: 30 days, 12 hours."""
+    if seconds is None:
+        return "\u2014"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = int(seconds // size)
+            return f"{n} {unit}{'' if n == 1 else 's'}"
+    return duration(seconds)
 
 
 def experiment_cells(row: dict[str, Any]) -> list[Cell]:
@@ -126,6 +151,49 @@ def arm_cells(row: dict[str, Any]) -> list[Cell]:
         Cell(lift, tip, numeric=True),
         Cell(f"{row.get('revenue_per_mail', 0.0):,.2f}", numeric=True),
     ]
+
+
+def money(value: float, signed: bool = False) -> str:
+    return f"{value:+,.2f}" if signed else f"{value:,.2f}"
+
+
+def value_cells(row: dict[str, Any]) -> list[Cell]:
+    """One arm's order value after exposure (``row["value"]`` of ``experiments.results``)."""
+    value = row.get("value", {})
+    per = (
+        f"{money(value.get('revenue_per_contact', 0.0))}  "
+        f"({money(value.get('revenue_per_contact_low', 0.0))}\u2013"
+        f"{money(value.get('revenue_per_contact_high', 0.0))})"
+    )
+    if "incremental" in value:
+        extra = (
+            f"{money(value['incremental'], True)}  ({money(value['incremental_low'], True)}"
+            f" \u2026 {money(value['incremental_high'], True)})"
+        )
+        surely = value["incremental_low"] > 0 or value["incremental_high"] < 0
+        tip = (
+            "Revenue per contact above the holdout's; the interval excludes zero."
+            if surely
+            else "Revenue per contact above the holdout's; the interval includes zero:"
+            " no proven difference yet."
+        )
+    elif row["variant"] == "holdout":
+        extra, tip = "baseline", "Gets nothing: what contacts spend without this mail."
+    else:
+        extra, tip = "\u2014", "Needs a holdout with at least two contacts."
+    return [
+        Cell(str(row["variant"])),
+        Cell(f"{int(value.get('contacts', 0)):,}", "Contacts exposed (first exposure)",
+             numeric=True),
+        Cell(f"{int(value.get('matured', 0)):,}",
+             "Contacts exposed at least the whole window ago", numeric=True),
+        Cell(per, "Order revenue per exposed contact after exposure, 95% interval",
+             numeric=True),
+        Cell(extra, tip, numeric=True),
+        Cell(money(float(value.get("clv_mean", 0.0))),
+             "Mean lifetime value of the arm's contacts now (all their orders, before exposure"
+             " too): similar in every arm, since arms are assigned at random", numeric=True),
+    ]  # fmt: skip
 
 
 def workflow_cells(row: dict[str, Any]) -> list[Cell]:
@@ -202,12 +270,35 @@ class ExperimentsPage(PollingPage):
                     "+99.9 pt  (+99.9 pt \u2026 +99.9 pt)", "9,999.99"),
         )  # fmt: skip
         self.arms.selection_changed.connect(lambda _ids: self._update_promote())
+        value_title = QLabel("Order value after exposure")
+        value_title.setFont(theme.scaled_font(self.font(), 1.1, bold=True))
+        self.value_window = QComboBox()
+        for label, window in VALUE_WINDOWS:
+            self.value_window.addItem(f"first {label}", window)
+        self.value_window.setCurrentIndex(self.value_window.findData(DEFAULT_VALUE_WINDOW))
+        self.value_window.setToolTip("How long after a contact's first exposure orders count")
+        self.value_window.currentIndexChanged.connect(lambda _i: self.refresh(force=True))
+        value_top = QHBoxLayout()
+        value_top.addWidget(value_title)
+        value_top.addStretch(1)
+        value_top.addWidget(self.value_window)
+        self.value_note = QLabel("")
+        self.value_note.setWordWrap(True)
+        self.values = RecordTable(
+            VALUE_COLUMNS,
+            value_cells,
+            widths=("holdout-xx", "99,999", "99,999", "999.99  (999.99\u2013999.99)",
+                    "+99.99  (+99.99 \u2026 +99.99)", "9,999.99"),
+        )  # fmt: skip
         detail = QWidget()
         column = QVBoxLayout(detail)
         column.setContentsMargins(0, 0, 0, 0)
         column.addLayout(top)
         column.addWidget(self.rule)
         column.addWidget(self.arms, 1)
+        column.addLayout(value_top)
+        column.addWidget(self.value_note)
+        column.addWidget(self.values, 1)
         self.pick = EmptyState(
             "mdi6.flask-outline",
             "Select an experiment to see its arms",
@@ -243,6 +334,7 @@ class ExperimentsPage(PollingPage):
         upper.addWidget(self.side)
         upper.setStretchFactor(0, 2)
         upper.setStretchFactor(1, 3)
+        upper.setSizes([400, 600])  # 2:3 whatever the detail's wrapped notes ask for
         upper.setChildrenCollapsible(False)
         self.splitter = QSplitter(Qt.Orientation.Vertical)
         self.splitter.addWidget(upper)
@@ -285,10 +377,17 @@ class ExperimentsPage(PollingPage):
             .run()
         )
         return (
-            Operation(self, lambda: self.client.request("experiments.results"), label="Experiments")
+            Operation(
+                self,
+                lambda: self.client.request("experiments.results", self.results_args()),
+                label="Experiments",
+            )
             .success(lambda result: self.set_results(result.get("experiments", [])))
             .run()
         )
+
+    def results_args(self) -> dict[str, Any]:
+        return {"value_window": str(self.value_window.currentData())}
 
     def set_results(self, experiments: list[dict[str, Any]]) -> None:
         """Show ``experiments.results``' experiments."""
@@ -334,6 +433,13 @@ class ExperimentsPage(PollingPage):
         )
         arms = [{**a, "id": a["variant"]} for a in exp.get("variants", [])]
         self.arms.set_rows(arms)
+        self.values.set_rows(arms)
+        window = window_words(exp.get("value_window_s"))
+        self.value_note.setText(
+            f"Orders of each exposed contact in the {window} after its first exposure (mailed or"
+            " not), from the activity kept. Intervals: 95%, for reading, not for deciding;"
+            " means still grow while contacts lack the full window."
+        )
         self._update_promote()
 
     def _update_promote(self) -> None:

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
 
 from engine.segments.model import (
     COMPARE_OPS,
+    VALUE_OPS,
     AllOf,
     AnyOf,
     Condition,
@@ -41,6 +42,7 @@ from engine.segments.model import (
     EventCount,
     InSegment,
     Not,
+    OrderValue,
     SegmentInvalid,
     Subscription,
     TraitAge,
@@ -60,6 +62,13 @@ KINDS = (
     ("subscription", "Marketing subscription"),
     ("consent", "Consent"),
     ("segment", "In another segment"),
+    ("value", "Order value (lifetime value, orders)"),
+)
+# The order measures (engine/segments/model.py VALUE_MEASURES) as the form offers them.
+MEASURES = (
+    ("clv", "lifetime value (clv)"),
+    ("orders", "number of orders (orders)"),
+    ("aov", "average order value (aov)"),
 )
 QUANTIFIERS = ("at least", "at most", "exactly", "none (no)")
 
@@ -79,6 +88,8 @@ def kind_of(condition: Condition) -> str:
         return "consent"
     if isinstance(condition, InSegment):
         return "segment"
+    if isinstance(condition, OrderValue):
+        return "value"
     raise TypeError(f"not a segment atom: {condition!r}")
 
 
@@ -137,6 +148,11 @@ class ConditionEditor(QWidget):
         self.purpose = _line("email_marketing")
         self.segment = QComboBox()
         self.segment.setEditable(True)
+        self.measure = QComboBox()
+        for key, label in MEASURES:
+            self.measure.addItem(label, key)
+        self.value_op = _combo(VALUE_OPS)
+        self.amount = _line("200, 3, 49.90")
 
         self.forms = QStackedWidget()
         self._form_of: dict[str, QWidget] = {}
@@ -157,7 +173,9 @@ class ConditionEditor(QWidget):
             ("subscription", [("", self.subscribed)]),
             ("consent", [("Purpose", self.purpose)]),
             ("segment", [("Segment", self.segment)]),
-        ):
+            ("value", [("Measure", self.measure), ("Operator", self.value_op),
+                       ("Number", self.amount)]),
+        ):  # fmt: skip
             page = QWidget()
             form = QFormLayout(page)
             form.setContentsMargins(0, 0, 0, 0)
@@ -166,9 +184,11 @@ class ConditionEditor(QWidget):
             self.forms.addWidget(page)
             self._form_of[key] = page
         for edit in (self.path, self.value, self.exists_path, self.age_path, self.age,
-                     self.event_name, self.where, self.window_text, self.purpose):  # fmt: skip
+                     self.event_name, self.where, self.window_text, self.purpose,
+                     self.amount):  # fmt: skip
             edit.textEdited.connect(self._edited)
-        for combo in (self.op, self.exists, self.relation, self.quantifier, self.subscribed):
+        for combo in (self.op, self.exists, self.relation, self.quantifier, self.subscribed,
+                      self.measure, self.value_op):  # fmt: skip
             combo.currentIndexChanged.connect(self._edited)
         self.count.valueChanged.connect(self._edited)
         self.segment.currentTextChanged.connect(self._edited)
@@ -260,6 +280,10 @@ class ConditionEditor(QWidget):
                 self.purpose.setText(condition.purpose)
             elif isinstance(condition, InSegment):
                 self.segment.setEditText(condition.segment_id)
+            elif isinstance(condition, OrderValue):
+                self.measure.setCurrentIndex(self.measure.findData(condition.measure))
+                self.value_op.setCurrentText(condition.op)
+                self.amount.setText(format_value(condition.value))
             self.problem.setText("")
             self._sync_count()
         finally:
@@ -290,6 +314,9 @@ class ConditionEditor(QWidget):
             return self.subscribed.currentText()
         if key == "consent":
             return f"consented to {self.purpose.text().strip()}"
+        if key == "value":
+            measure = self.measure.currentData()
+            return f"{measure} {self.value_op.currentText()} {self.amount.text().strip()}"
         return f"in segment {self.segment.currentText().strip()}"
 
     def read(self) -> Condition:

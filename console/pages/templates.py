@@ -60,6 +60,11 @@ FILTERS = ("money", "date", "http_url", "shop_link", "default", "escape", "upper
 BASE_NAMES = (
     "contact.email",
     "contact.id",
+    "contact.lifetime_value",
+    "contact.orders",
+    "contact.average_order_value",
+    "contact.first_order_at",
+    "contact.last_order_at",
     "event.name",
     "event.properties",
     "event.ts",

@@ -27,6 +27,7 @@ from typing import Any
 from jinja2 import nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 
+from engine.clv import FIELDS as VALUE_FIELDS
 from engine.errors import RenderError, TemplateInvalid
 from engine.render import Renderer, TemplateSource
 from engine.render.environment import make_environment
@@ -41,7 +42,7 @@ KNOWN_FIELDS: dict[str, frozenset[str]] = {
     "event": frozenset({"name", "properties", "ts"}),
     "shop": frozenset({"name", "url", "address"}),
 }
-CONTACT_ALWAYS = frozenset({"id", "email"})
+CONTACT_ALWAYS = frozenset({"id", "email", *VALUE_FIELDS})  # contact.X always there
 MUTATING = frozenset(
     {"append", "extend", "insert", "pop", "popitem", "remove", "clear", "update"}
     | {"setdefault", "add", "discard", "sort", "reverse"}
@@ -212,7 +213,8 @@ def _check_fields(
         elif fields is None:
             continue
         elif root in ("contact", "traits") and fields.traits:
-            if field not in fields.traits and field not in CONTACT_ALWAYS:
+            always = CONTACT_ALWAYS if root == "contact" else frozenset()
+            if field not in fields.traits and field not in always:
                 yield Finding(
                     "unseen-field",
                     "warning",

@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from engine.clv import value_fields
 from engine.deliver.compose import MARKETING, BuiltMessage, Composer
 from engine.deliver.model import ClaimedIntent, ContactRow
 from engine.ids import new_id
@@ -55,10 +56,11 @@ def load_contact(conn: sa.Connection, contact_id: str) -> ContactRow:
     """The stored contact as the deliver stage reads it; ``PreviewRefused`` if unknown."""
     c = schema.contacts
     row = conn.execute(
-        sa.select(c.c.id, c.c.email, c.c.traits, c.c.consent, c.c.unsubscribed_at).where(
-            c.c.id == contact_id
-        )
-    ).first()
+        sa.select(
+            c.c.id, c.c.email, c.c.traits, c.c.consent, c.c.unsubscribed_at, c.c.lifetime_value,
+            c.c.orders, c.c.first_order_at, c.c.last_order_at,
+        ).where(c.c.id == contact_id)
+    ).first()  # fmt: skip
     if row is None:
         raise PreviewRefused(f"there is no contact {contact_id!r}")
     return ContactRow(
@@ -67,6 +69,7 @@ def load_contact(conn: sa.Connection, contact_id: str) -> ContactRow:
         traits=dict(row.traits or {}),
         consent=dict(row.consent or {}),
         unsubscribed_at=row.unsubscribed_at,
+        value=value_fields(row.lifetime_value, row.orders, row.first_order_at, row.last_order_at),
     )
 
 

@@ -10,7 +10,8 @@ In order, inside one transaction:
 3. load, with one query each, the batch's contacts, the live enrollments and reentry history of
    the contacts whose events can touch them, and the activity windows conditions count over;
 4. apply the events in stream order: profile update, activity, goals, resumed waits, triggers;
-5. write contacts, activity and the step machine's changes with ``executemany``; commit.
+5. write contacts (and add the batch's orders to their lifetime value, engine/clv.py), activity
+   and the step machine's changes with ``executemany``; commit.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sqlalchemy import Connection
 from engine.catalog.batch import apply_catalog
 from engine.catalog.products import is_catalog_event
 from engine.clock import Clock
+from engine.clv import apply_orders
 from engine.decide import lite
 from engine.decide.changes import LIVE_STATES, Changes, Enrollment
 from engine.decide.consent import consent_allows, load_consent, observe_consent, write_consent
@@ -261,6 +263,7 @@ class DecideBatch:
             decider.apply(event, contact, recent, now)
             outcome.received_at.append(event.received_at)
         write_contacts(conn, sql, contacts.values(), now)
+        apply_orders(conn, events)  # lifetime value: nothing runs for a batch without orders
         consented = write_consent(conn, contacts.values(), now)
         if sql.lite:
             lite.insert_activity(conn, [activity_row(e) for e in events])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.catalog.send_data import alert_stale
+from engine.clv import value_fields
 from engine.config import SendingSettings
 from engine.consent import granted
 from engine.deliver.model import (
@@ -135,11 +136,16 @@ def render_context(
 ) -> dict[str, Any]:
     """The render context: the intent's stored context, completed by the convention's keys.
 
-    ``contact`` is the contact's traits plus ``id`` and ``email`` (these two always win, so a
-    template addresses the person the message goes to).
+    ``contact`` is the contact's traits plus its lifetime value fields (``lifetime_value``,
+    ``orders``, ``average_order_value``, ``first_order_at``, ``last_order_at``: engine/clv.py)
+    and ``id`` and ``email``; these win over traits of the same name, so a template addresses
+    the person the message goes to and reads the engine's own figures.
     """
     stored = intent.context
     traits = dict(contact.traits) if contact is not None else {}
+    value = (
+        contact.value if contact is not None and contact.value else value_fields(0, 0, None, None)
+    )
     event = stored.get("event")
     if not isinstance(event, dict):
         event = {"name": "", "properties": {}}
@@ -148,7 +154,7 @@ def render_context(
         properties = event.get("properties") if isinstance(event.get("properties"), dict) else {}
     context = dict(stored)
     context.update(
-        contact={**traits, "id": intent.contact_id, "email": intent.to_addr},
+        contact={**traits, **value, "id": intent.contact_id, "email": intent.to_addr},
         traits=traits,
         event=event,
         properties=properties,

@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Connection, bindparam, func
 
+from engine.clv import value_fields
 from engine.decide import lite
 from engine.deliver.model import (
     CLAIMED,
@@ -204,6 +205,10 @@ class Ledger:
             contacts.c.traits,
             contacts.c.consent,
             contacts.c.unsubscribed_at,
+            contacts.c.lifetime_value,
+            contacts.c.orders,
+            contacts.c.first_order_at,
+            contacts.c.last_order_at,
         ).where(contacts.c.id.in_(ids))
         suppressions = schema.suppressions
         self._suppressions = sa.select(suppressions.c.address, suppressions.c.scope).where(
@@ -270,10 +275,13 @@ class Ledger:
         addresses = sorted({i.to_addr.lower() for i in batch.intents})
         for chunk in _chunks(contact_ids):
             statement = (
-                "SELECT id, email, traits, consent, unsubscribed_at FROM contacts "
+                "SELECT id, email, traits, consent, unsubscribed_at, lifetime_value, orders, "
+                "first_order_at, last_order_at FROM contacts "
                 f"WHERE id IN ({', '.join('?' * len(chunk))})"
             )
-            for cid, email, traits, consent, unsubscribed_at in lite.run(conn, statement, chunk):
+            for cid, email, traits, consent, unsubscribed_at, *order in lite.run(
+                conn, statement, chunk
+            ):
                 traits, consent = lite.loads(traits), lite.loads(consent)
                 batch.contacts[cid] = ContactRow(
                     id=cid,
@@ -281,6 +289,7 @@ class Ledger:
                     traits=traits if isinstance(traits, dict) else {},
                     consent=consent if isinstance(consent, dict) else {},
                     unsubscribed_at=unsubscribed_at,
+                    value=value_fields(*order),
                 )
         for chunk in _chunks(addresses):
             statement = (
@@ -302,6 +311,9 @@ class Ledger:
                     traits=row.traits if isinstance(row.traits, dict) else {},
                     consent=row.consent if isinstance(row.consent, dict) else {},
                     unsubscribed_at=row.unsubscribed_at,
+                    value=value_fields(
+                        row.lifetime_value, row.orders, row.first_order_at, row.last_order_at
+                    ),
                 )
         for chunk in _chunks(addresses):
             for entry in conn.execute(self._suppressions, {"b_ids": list(chunk)}):

@@ -82,6 +82,7 @@ class ContactRow:
     traits: dict[str, Any]
     consent: dict[str, Any]
     unsubscribed_at: float | None
+    value: dict[str, Any] = field(default_factory=dict)  # engine.clv.value_fields
 
 
 @dataclass(slots=True)

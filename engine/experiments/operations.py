@@ -2,8 +2,10 @@
 
 - ``conversions.summary`` ``{since?}``: conversion rate by workflow, step and trigger, revenue
   per mail, time trigger -> send and send -> conversion;
-- ``experiments.results`` ``{workflow?}``: every experiment of the newest workflow versions
-  with its arms, rates, intervals, lift over the holdout and decision;
+- ``experiments.results`` ``{workflow?, value_window?}``: every experiment of the newest
+  workflow versions with its arms, rates, intervals, lift over the holdout and decision, and
+  each arm's revenue per contact over ``value_window`` (default 30d) after exposure against
+  the holdout, with the arm's mean lifetime value;
 - ``experiments.promote`` ``{experiment, variant}``: give every new contact outside the
   holdout that arm (audited with the operator's name).
 
@@ -17,9 +19,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from engine.control import ControlError, ControlServer
+from engine.control import ControlError, ControlServer, check_keys
+from engine.decide.durations import parse_duration
 from engine.experiments.model import Experiment
 from engine.experiments.results import conversions_summary, experiment_results, promote
+from engine.experiments.value import DEFAULT_WINDOW_S
 from engine.store import Store
 
 if TYPE_CHECKING:
@@ -28,6 +32,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROMOTE_EVERY_S = 60.0
+MAX_VALUE_WINDOW_S = 366 * 86_400.0
+
+
+def value_window(raw: object) -> float:
+    """``value_window``: a duration such as 7d or 30d (default 30d), at most a year."""
+    if raw is None:
+        return DEFAULT_WINDOW_S
+    try:
+        seconds = parse_duration(raw)
+    except ValueError as exc:
+        raise ControlError(f"value_window: {exc}") from None
+    if not 0 < seconds <= MAX_VALUE_WINDOW_S:
+        raise ControlError("value_window must be above 0 and at most 366d")
+    return seconds
 
 
 def current_experiments(node: Node, workflow: str | None = None) -> list[Experiment]:
@@ -61,11 +79,15 @@ def register_experiment_operations(control: ControlServer, node: Node) -> None:
         return await asyncio.to_thread(conversions_summary, store(), since=float(since))
 
     async def results(args: dict[str, Any], actor: str) -> Any:
+        check_keys(args, ("workflow", "value_window"))
         workflow = args.get("workflow")
         if workflow is not None and not isinstance(workflow, str):
             raise ControlError("workflow must be a workflow id")
+        window = value_window(args.get("value_window"))
         experiments = current_experiments(node, workflow)
-        found = await asyncio.to_thread(experiment_results, store(), experiments)
+        found = await asyncio.to_thread(
+            experiment_results, store(), experiments, value_window_s=window, now=node.clock.now()
+        )
         return {"experiments": found}
 
     async def promote_verb(args: dict[str, Any], actor: str) -> Any:
@@ -97,7 +119,7 @@ def auto_promote_once(node: Node) -> list[str]:
         return []
     wanted = [e for e in current_experiments(node) if e.promote]
     done = []
-    for result in experiment_results(node.store, wanted):
+    for result in experiment_results(node.store, wanted, value=False):
         if result["state"] != "decided" or not result["winner"]:
             continue
         exp = next(e for e in wanted if e.id == result["id"])

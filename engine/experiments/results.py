@@ -4,11 +4,14 @@
 revenue and revenue per mail; the time from trigger to send and from send to conversion
 (quantiles). ``experiment_results``: per experiment and arm: exposures, sends, conversions,
 rate with its Wilson interval, the lift over the holdout with its always-valid sequence, and
-the decision (engine/experiments/stats.py). ``promote`` records a winner and audits it.
+the decision (engine/experiments/stats.py), and each arm's revenue per exposed contact over a
+window after exposure against the holdout (engine/experiments/value.py). ``promote`` records a
+winner and audits it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,6 +19,7 @@ import sqlalchemy as sa
 
 from engine.experiments.model import HOLDOUT, Experiment
 from engine.experiments.stats import ALPHA, decide, difference_cs, wilson
+from engine.experiments.value import DEFAULT_WINDOW_S, ArmValue, arm_values, describe_arm
 from engine.store import Store, schema
 
 QUANTILES = (0.5, 0.9, 0.99)
@@ -118,9 +122,17 @@ def conversions_summary(store: Store, *, since: float = 0.0) -> dict[str, Any]:
 
 
 def experiment_results(
-    store: Store, experiments: Iterable[Experiment], *, alpha: float = ALPHA
+    store: Store,
+    experiments: Iterable[Experiment],
+    *,
+    alpha: float = ALPHA,
+    value_window_s: float = DEFAULT_WINDOW_S,
+    now: float | None = None,
+    value: bool = True,
 ) -> list[dict[str, Any]]:
-    """Per experiment: its arms' counts, rates, lift over the holdout and the decision."""
+    """Per experiment: its arms' counts, rates, lift over the holdout and the decision, and
+    each arm's order value over ``value_window_s`` after exposure (engine/experiments/value.py;
+    ``now`` decides which contacts have had the whole window; ``value`` False leaves it out)."""
     wanted = {e.id: e for e in experiments}
     if not wanted:
         return []
@@ -140,13 +152,24 @@ def experiment_results(
         decided = {
             row.id: row for row in conn.execute(sa.select(x).where(x.c.id.in_(sorted(wanted))))
         }
+        moment = time.time() if now is None else now
+        values = arm_values(conn, wanted, value_window_s, moment) if value else None
     by_exp: dict[str, dict[str, tuple[int, int, float, int]]] = {}
     for exp_id, variant, n, conv, revenue, sends in counts:
         by_exp.setdefault(exp_id, {})[variant] = (int(n), int(conv), float(revenue), int(sends))
     out = []
     for exp_id, exp in sorted(wanted.items()):
         arms = by_exp.get(exp_id, {})
-        out.append(_one(exp, arms, decided.get(exp_id), alpha))
+        result = _one(exp, arms, decided.get(exp_id), alpha)
+        if values is not None:
+            found = values.get(exp_id, {})
+            result["value_window_s"] = value_window_s
+            for row in result["variants"]:
+                name = row["variant"]
+                row["value"] = describe_arm(
+                    found.get(name, ArmValue()), found.get(HOLDOUT), name == HOLDOUT
+                )
+        out.append(result)
     return out
 
 

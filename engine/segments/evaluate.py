@@ -22,6 +22,7 @@ from typing import Any
 
 from engine.decide.conditions import compare, lookup
 from engine.segments.model import (
+    VALUE_MEASURES,
     AllOf,
     AnyOf,
     Condition,
@@ -29,6 +30,7 @@ from engine.segments.model import (
     EventCount,
     InSegment,
     Not,
+    OrderValue,
     PropertyFilter,
     Subscription,
     TraitAge,
@@ -52,6 +54,7 @@ class Profile:
     consent: Mapping[str, Any] = field(default_factory=dict)
     activity: list[tuple[str, float, Mapping[str, Any]]] = field(default_factory=list)
     memberships: dict[str, bool] = field(default_factory=dict)  # other segments, current
+    value: Mapping[str, Any] = field(default_factory=dict)  # engine.clv.value_fields, if read
 
 
 def _compare(op: str, actual: Any, value: Value) -> bool:
@@ -126,6 +129,10 @@ def _atom(node: Condition, profile: Profile, now: float) -> tuple[bool, Any]:
     if isinstance(node, InSegment):
         member = profile.memberships.get(node.segment_id, False)
         return member, member
+    if isinstance(node, OrderValue):
+        # A contact without orders has a value of 0 and 0 orders (never "missing").
+        actual = profile.value.get(VALUE_MEASURES[node.measure], 0)
+        return _compare(node.op, actual, node.value), actual
     raise TypeError(f"not a segment condition: {node!r}")
 
 

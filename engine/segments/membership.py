@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from engine.clv import ORDER_EVENT, value_fields
 from engine.decide import lite
 from engine.events import Event
 from engine.segments.evaluate import Profile, holds, next_change
@@ -28,6 +29,7 @@ from engine.segments.model import (
     SegmentInvalid,
     Subscription,
     event_windows,
+    reads_value,
     referenced_segments,
     trait_keys,
     walk,
@@ -59,6 +61,7 @@ class SegmentIndex:
     by_consent: frozenset[str] = frozenset()  # segments reading subscription or consent
     reads_traits: frozenset[str] = frozenset()  # segments whose own condition reads traits
     reads_consent: frozenset[str] = frozenset()  # ... reads consent (not just unsubscribed)
+    reads_value: frozenset[str] = frozenset()  # ... reads the order value (clv, orders, aov)
 
     @classmethod
     def build(cls, segments: Iterable[Segment]) -> SegmentIndex:
@@ -86,6 +89,9 @@ class SegmentIndex:
         by_trait: dict[str, set[str]] = {}
         windows: dict[str, int] = {}
         for sid, seg in newest.items():
+            if reads_value(seg.condition):  # an order changes the value it reads
+                for target in (sid, *dependents[sid]):
+                    by_event.setdefault(ORDER_EVENT, set()).add(target)
             for name, within in event_windows(seg.condition).items():
                 windows[name] = max(within, windows.get(name, 0))
                 for target in (sid, *dependents[sid]):
@@ -113,6 +119,7 @@ class SegmentIndex:
                 for sid, seg in newest.items()
                 if any(isinstance(n, Consent) for n in walk(seg.condition))
             ),
+            reads_value=frozenset(sid for sid, seg in newest.items() if reads_value(seg.condition)),
         )
 
     def affected_by(self, event: Event) -> set[str]:
@@ -179,11 +186,12 @@ def load_profiles(
     *,
     traits: bool = True,
     consent: bool = True,
+    value: bool = True,
 ) -> dict[str, Profile]:
-    """Profiles (traits, consent, windows, current memberships) of the stored contacts; the
-    activity loaded is that of ``windows`` (event name -> longest window; default: every
-    segment's). ``traits``/``consent`` False: left empty, not read (decoding a contact's
-    JSON costs more than evaluating an event window over it)."""
+    """Profiles (traits, consent, order value, windows, current memberships) of the stored
+    contacts; the activity loaded is that of ``windows`` (event name -> longest window;
+    default: every segment's). ``traits``/``consent``/``value`` False: left empty, not read
+    (decoding a contact's JSON costs more than evaluating an event window over it)."""
     c, a, m = schema.contacts, schema.activity, schema.segment_members
     profiles: dict[str, Profile] = {}
     windows = index.windows if windows is None else windows
@@ -191,12 +199,15 @@ def load_profiles(
     since = now - max(windows.values(), default=0)
     if conn.dialect.name == "sqlite":
         for ids in _chunks(sorted(set(contact_ids))):
-            _load_lite(conn, profiles, ids, names, since, traits=traits, consent=consent)
+            _load_lite(
+                conn, profiles, ids, names, since, traits=traits, consent=consent, value=value
+            )
         return profiles
     for ids in _chunks(sorted(set(contact_ids))):
-        query = sa.select(c.c.id, c.c.traits, c.c.unsubscribed_at, c.c.consent).where(
-            c.c.id.in_(ids)
-        )
+        query = sa.select(
+            c.c.id, c.c.traits, c.c.unsubscribed_at, c.c.consent, c.c.lifetime_value,
+            c.c.orders, c.c.first_order_at, c.c.last_order_at,
+        ).where(c.c.id.in_(ids))  # fmt: skip
         for row in conn.execute(query):
             profiles[row.id] = Profile(
                 row.id,
@@ -204,6 +215,7 @@ def load_profiles(
                 row.unsubscribed_at is not None,
                 dict(row.consent or {}) if consent else {},
                 [],
+                value=value_fields(*row[4:]) if value else {},
             )
         if names:
             found = conn.execute(
@@ -234,20 +246,23 @@ def _load_lite(
     *,
     traits: bool,
     consent: bool,
+    value: bool,
 ) -> None:
     """``load_profiles`` on SQLite's own cursor (see engine.decide.lite for why)."""
     marks = ", ".join("?" * len(ids))
     columns = f"id, unsubscribed_at, {'traits' if traits else 'NULL'}, " + (
         "consent" if consent else "NULL"
     )
+    columns += ", lifetime_value, orders, first_order_at, last_order_at"
     found = lite.run(conn, f"SELECT {columns} FROM contacts WHERE id IN ({marks})", ids)
     loads = lite.loads
-    for cid, unsubscribed_at, traits_json, consent_json in found:
+    for cid, unsubscribed_at, traits_json, consent_json, *order in found:
         profiles[cid] = Profile(
             cid,
             (loads(traits_json) or {}) if traits_json is not None else {},
             unsubscribed_at is not None,
             (loads(consent_json) or {}) if consent_json is not None else {},
+            value=value_fields(*order) if value else {},
         )
     if names:
         rows = lite.run(
@@ -309,6 +324,7 @@ def refresh(
         windows,
         traits=not evaluated_sids.isdisjoint(index.reads_traits),
         consent=not evaluated_sids.isdisjoint(index.reads_consent),
+        value=not evaluated_sids.isdisjoint(index.reads_value),
     )
     changes: list[MembershipChange] = []
     rechecks: list[dict[str, Any]] = []

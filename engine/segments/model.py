@@ -10,7 +10,9 @@ The tree nests ``AllOf`` / ``AnyOf`` / ``Not`` over atoms:
   granted for a purpose;
 - ``EventCount`` - how many events of a name (with property filters) the contact had in the
   last ``within`` seconds: at least / at most / exactly N ("no X" is exactly 0);
-- ``InSegment`` - the contact is a member of another segment.
+- ``InSegment`` - the contact is a member of another segment;
+- ``OrderValue`` - the contact's lifetime value, order count or average order value (from its
+  orders, engine/clv.py) against a number: ``clv > 200``, ``orders >= 3``.
 
 The nodes are frozen and compare by value, so ``parse(format(tree)) == tree`` is testable.
 Invalid nodes raise ``SegmentInvalid`` on construction.
@@ -30,6 +32,9 @@ COMPARE_OPS = ("=", "!=", "<", ">", "<=", ">=", "in", "contains")
 QUANTIFIERS = ("at least", "at most", "exactly")
 PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 PURPOSE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# The text form's word for each value measure, and the contact field it reads (engine/clv.py).
+VALUE_MEASURES = {"clv": "lifetime_value", "orders": "orders", "aov": "average_order_value"}
+VALUE_OPS = ("=", "!=", "<", ">", "<=", ">=")
 
 Scalar = str | int | float | bool | None
 Value = Scalar | tuple[Scalar, ...]
@@ -161,6 +166,25 @@ class InSegment(Condition):
 
 
 @dataclass(frozen=True, slots=True)
+class OrderValue(Condition):
+    """``clv > 200``: a measure of the contact's orders (``VALUE_MEASURES``) against a number."""
+
+    measure: str
+    op: str
+    value: int | float
+
+    def __post_init__(self) -> None:
+        if self.measure not in VALUE_MEASURES:
+            known = ", ".join(VALUE_MEASURES)
+            raise SegmentInvalid(f"unknown order measure {self.measure!r} (one of {known})")
+        if self.op not in VALUE_OPS:
+            raise SegmentInvalid(f"{self.measure} compares with = != < > <= >=, not {self.op!r}")
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+            raise SegmentInvalid(f"{self.measure} compares with a number, got {self.value!r}")
+        check_value(self.value)
+
+
+@dataclass(frozen=True, slots=True)
 class AllOf(Condition):
     parts: tuple[Condition, ...]
 
@@ -235,6 +259,11 @@ def trait_keys(condition: Condition) -> set[str]:
         for n in walk(condition)
         if isinstance(n, TraitCompare | TraitExists | TraitAge)
     }
+
+
+def reads_value(condition: Condition) -> bool:
+    """Whether the tree looks at the contact's order value (``OrderValue``)."""
+    return any(isinstance(n, OrderValue) for n in walk(condition))
 
 
 def _check_path(path: Any) -> None:

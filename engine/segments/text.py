@@ -17,12 +17,14 @@ Grammar (keywords are lower case; ``or`` binds loosest, then ``and``, then ``not
                | "no" EVENT [where] "in" "the" "last" DURATION
                      no `Order Completed` in the last 10 minutes
                | "in" "segment" SEGMENT_ID           in segment vip
+               | MEASURE OP NUMBER                   clv > 200, orders >= 3, aov < 50
     where     := "where" PATH OP VALUE ("," PATH OP VALUE)*
     QUANTITY  := ("at least" | "at most" | "exactly") (N "times" | N "time" | "once")
     OP        := = != < > <= >= in contains
     VALUE     := "text" (JSON escapes) | number | true | false | null | "[" VALUE, ... "]"
     DURATION  := N unit (second(s), minute(s), hour(s), day(s), week(s)) | 1h30m style
     EVENT     := `Event Name` (in backticks)
+    MEASURE   := clv (lifetime value) | orders (how many) | aov (average order value)
 
 ``format_condition`` writes the canonical form: one line, single spaces, parentheses only where
 the tree needs them (an ``and`` or ``or`` inside another, a ``not`` of one), durations in the
@@ -42,6 +44,8 @@ from engine.segments.model import (
     PATH,
     PURPOSE,
     SEGMENT_ID,
+    VALUE_MEASURES,
+    VALUE_OPS,
     AllOf,
     AnyOf,
     Condition,
@@ -49,6 +53,7 @@ from engine.segments.model import (
     EventCount,
     InSegment,
     Not,
+    OrderValue,
     PropertyFilter,
     Scalar,
     SegmentInvalid,
@@ -173,8 +178,10 @@ class _Parser:
         if tok.kind == "event":
             return self.event_count(negated=False)
         if tok.kind != "word":
-            raise self.fail("a condition (trait, an `Event`, no, in segment, subscribed, ...)")
+            raise self.fail("a condition (trait, an `Event`, no, in segment, clv, ...)")
         word = tok.text
+        if word in VALUE_MEASURES:
+            return self.order_value()
         if word == "trait":
             return self.trait()
         if word == "no":
@@ -202,7 +209,18 @@ class _Parser:
             if self.tok.kind != "word" or not SEGMENT_ID.fullmatch(self.tok.text):
                 raise self.fail("a segment id (lower-case letters, digits, - and _)")
             return InSegment(self.take().text)
-        raise self.fail("a condition (trait, an `Event`, no, in segment, subscribed, ...)")
+        raise self.fail("a condition (trait, an `Event`, no, in segment, clv, ...)")
+
+    def order_value(self) -> Condition:
+        measure = self.take().text
+        if self.tok.kind != "op" or self.tok.text not in VALUE_OPS:
+            raise self.fail("an operator (= != < > <= >=)")
+        op = self.take().text
+        if self.tok.kind != "number":
+            raise self.fail(f"a number ({measure} compares with a number)")
+        value = self.value()
+        assert isinstance(value, int | float)
+        return self.build(lambda: OrderValue(measure, op, value))
 
     def path(self, what: str) -> str:
         if self.tok.kind != "word" or not PATH.fullmatch(self.tok.text):
@@ -417,6 +435,8 @@ def format_condition(condition: Condition) -> str:
         return f"consented to {condition.purpose}"
     if isinstance(condition, InSegment):
         return f"in segment {condition.segment_id}"
+    if isinstance(condition, OrderValue):
+        return f"{condition.measure} {condition.op} {format_value(condition.value)}"
     if isinstance(condition, EventCount):
         where = ""
         if condition.where:

@@ -48,6 +48,12 @@ contacts = Table(
     Column("first_seen_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
+    # Lifetime value from the contact's orders (engine/clv.py, migration 0011): kept up to date
+    # by decide, one update per order event, and outliving activity retention.
+    Column("lifetime_value", Float, nullable=False, server_default="0"),
+    Column("orders", Integer, nullable=False, server_default="0"),
+    Column("first_order_at", Float),
+    Column("last_order_at", Float),
 )
 
 # Recent activity per contact: the events that segments, triggers and waits look back over.

@@ -52,6 +52,8 @@ EVERY_KIND = [
     "`Page Viewed` exactly 4 times in the last 90 seconds",
     "no `Order Completed` in the last 10 minutes",
     "in segment churned",
+    "clv > 200",
+    "orders >= 3 and aov < 49.9",
     "not subscribed to marketing",
     'trait plan = "pro" and subscribed to marketing',
     '(trait country in ["DE", "AT", "CH"] or consented to location) and trait email exists',
@@ -166,6 +168,31 @@ def test_tree_edits_rewrite_the_text_and_text_mistakes_show_their_place(
     with pytest.raises(SegmentInvalid, match="is empty"):
         page.rules.condition()  # the tree kept its last (empty) state
     save_screenshot(page, "segments-builder-error")
+
+
+def test_the_order_value_form_writes_clv_conditions_screenshot(page: SegmentsPage) -> None:
+    page.set_text('trait plan = "pro"')
+    page.text_to_tree()
+    page.rules.tree.setCurrentItem(leaves(page.rules)[0])
+    editor = page.rules.editor
+    editor.kind.setCurrentIndex(editor.kind.findData("value"))
+    # No number yet: refused in words, the text keeps the last good condition.
+    assert "expected a number (clv compares with a number)" in editor.problem.text()
+    assert page.text.toPlainText() == 'trait plan = "pro"'
+    editor.value_op.setCurrentText(">=")
+    editor.amount.setText("250")
+    editor.amount.textEdited.emit("250")
+    assert page.text.toPlainText() == "clv >= 250"
+    editor.measure.setCurrentIndex(editor.measure.findData("orders"))
+    assert page.text.toPlainText() == "orders >= 250"
+    editor.amount.setText("many")
+    editor.amount.textEdited.emit("many")
+    assert "expected a number (orders compares with a number)" in editor.problem.text()
+    assert page.text.toPlainText() == "orders >= 250"
+    editor.amount.setText("3")
+    editor.amount.textEdited.emit("3")
+    assert page.text.toPlainText() == "orders >= 3"
+    save_screenshot(page, "segments-builder-order-value")
 
 
 async def track(engine: StackConnection, user: str, event: str, **props: Any) -> None:

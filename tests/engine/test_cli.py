@@ -167,3 +167,58 @@ def test_dry_run_prints_what_a_draft_would_send(
     assert code == 2 and "3 events were recorded in this window, more than the 2" in err
     code, _, err = run(capsys, "dry-run", "--workflow", str(tmp_path / "nope.toml"), *common)
     assert code == 2 and "cannot read" in err
+def test_clv_rebuild_counts_history_with_progress_segments_and_audit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tmp_path / "d")]
+    assert run(capsys, "migrate", *data)[0] == 0
+    store = open_store(f"sqlite:///{tmp_path / 'd' / 'engine.sqlite3'}")
+    try:
+        with store.begin() as conn:  # history from before the values were kept
+            conn.execute(
+                schema.contacts.insert(),
+                [
+                    {"id": cid, "traits": {}, "consent": {}, "first_seen_at": 1.0,
+                     "last_seen_at": 1.0, "updated_at": 1.0}
+                    for cid in ("ann", "bob")
+                ],
+            )  # fmt: skip
+            conn.execute(
+                schema.activity.insert(),
+                [
+                    {"contact_id": "ann", "name": "Order Completed", "properties": {"total": 80},
+                     "message_id": "m1", "ts": 1_700_000_000.0},
+                    {"contact_id": "ann", "name": "Order Completed",
+                     "properties": {"revenue": 20.25}, "message_id": "m2", "ts": 1_700_086_400.0},
+                    {"contact_id": "bob", "name": "Product Viewed", "properties": {"total": 5},
+                     "message_id": "m3", "ts": 1_700_000_000.0},
+                ],
+            )  # fmt: skip
+            conn.execute(
+                schema.segments.insert(),
+                {"id": "big", "version": 1, "name": "Big", "definition": "clv > 100",
+                 "actor": "test", "created_at": 1.0},
+            )  # fmt: skip
+        code, out, err = run(capsys, "clv", "rebuild", *data)
+        assert code == 0, err
+        assert "segments reading the value re-evaluated (big): 1 entered, 0 left" in out
+        assert "contacts 2 / 2 (100%)" in err
+        assert "rebuilt for 2 contacts" in out and "1 with orders, 2 orders, 100.25 in all" in out
+        assert "oldest order: 2023-11-14 22:13:20 UTC" in out
+        code, out, _ = run(capsys, "clv", "show", "ann", *data)
+        assert code == 0
+        assert "lifetime value     100.25" in out and "orders             2" in out
+        assert "average order      50.12" in out
+        assert "last order         2023-11-15 22:13:20 UTC" in out
+        code, _, err = run(capsys, "clv", "show", "nobody", *data)
+        assert code != 0 and "there is no contact 'nobody'" in err
+        with store.begin() as conn:
+            audit = conn.execute(
+                sa.select(schema.audit_log).where(schema.audit_log.c.action == "clv.rebuild")
+            ).one()
+            members = conn.execute(sa.select(schema.segment_members.c.contact_id)).scalars()
+            assert list(members) == ["ann"]
+        assert audit.count == 2 and audit.actor.startswith("cli")
+        assert audit.detail["segment_changes"] == {"entered": 1, "exited": 0}
+    finally:
+        store.dispose()

@@ -163,6 +163,22 @@ async def test_the_holdout_never_gets_mail_and_arms_get_their_subjects(node: Nod
     assert sum(by_arm[a]["conversions"] for a in ("a", "b")) == 4
     assert sum(by_arm[a]["sends"] for a in ("a", "b")) == len(mailed)
     assert "lift" in by_arm["a"] and exp["state"] == "collecting"
+    # Order value after exposure, per arm against the holdout (default window 30 days).
+    assert exp["value_window_s"] == 30 * 86_400
+    value = {arm: row["value"] for arm, row in by_arm.items()}
+    assert value[HOLDOUT]["contacts"] == len(held) and value[HOLDOUT]["revenue"] == 20.0
+    assert sum(value[a]["revenue"] for a in ("a", "b")) == 80.0
+    assert sum(value[a]["contacts"] for a in ("a", "b")) == len(mailed)
+    assert value[HOLDOUT]["clv_mean"] == pytest.approx(20.0 / len(held))
+    assert "incremental" in value["a"] and value["a"]["matured"] == 0
+    week = await request(
+        node.nc, "x1", "experiments.results", {"workflow": "cart-test", "value_window": "7d"}
+    )
+    assert week["experiments"][0]["value_window_s"] == 7 * 86_400
+    with pytest.raises(ControlError, match="value_window: bad duration 'soon'"):
+        await request(node.nc, "x1", "experiments.results", {"value_window": "soon"})
+    with pytest.raises(ControlError, match="at most 366d"):
+        await request(node.nc, "x1", "experiments.results", {"value_window": "400d"})
 
     # Promotion by hand: audited; a wrong variant is refused with the reason.
     assert node.store is not None

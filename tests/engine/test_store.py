@@ -75,3 +75,38 @@ def test_migrations_match_the_schema(store_url: str) -> None:
     finally:
         store.dispose()
     assert diff == []
+
+
+def test_migration_0011_gives_stored_contacts_no_orders_and_goes_back(store_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from engine.store.db import MIGRATIONS
+
+    store = open_store(store_url, migrate=False)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection_engine"] = store.engine
+    try:
+        command.upgrade(cfg, "0010")
+        with store.begin() as conn:  # a contact from before lifetime value existed
+            conn.execute(
+                sa.text(
+                    "INSERT INTO contacts (id, traits, consent, first_seen_at, last_seen_at,"
+                    " updated_at) VALUES ('old', '{}', '{}', 1, 1, 1)"
+                )
+            )
+        command.upgrade(cfg, "head")
+        c = schema.contacts
+        with store.begin() as conn:
+            row = conn.execute(
+                sa.select(c.c.lifetime_value, c.c.orders, c.c.first_order_at, c.c.last_order_at)
+            ).one()
+        assert tuple(row) == (0.0, 0, None, None)
+        command.downgrade(cfg, "0010")
+        with store.begin() as conn:
+            columns = {col["name"] for col in sa.inspect(conn).get_columns("contacts")}
+        assert "lifetime_value" not in columns and "orders" not in columns
+        command.upgrade(cfg, "head")
+    finally:
+        store.dispose()

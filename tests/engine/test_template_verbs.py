@@ -442,3 +442,40 @@ async def test_bad_arguments_are_refused_by_name(node: Node) -> None:
     for verb, args, message in cases:
         with pytest.raises(ControlError, match=message):
             await call(node, verb, args)
+
+
+# -- lifetime value in templates ----------------------------------------------------------------
+
+
+async def test_the_preview_and_the_mail_show_the_contacts_lifetime_value(node: Node) -> None:
+    await sign_up(node, "u-clv", "clv@example.com")
+    await inbox_mail(node, "clv@example.com")  # the welcome mail: the contact is stored
+    for total in (120, 35.5):
+        await publish(
+            node,
+            {"type": "track", "event": "Order Completed", "userId": "u-clv",
+             "properties": {"order_id": f"o-{total}", "total": total}},
+        )  # fmt: skip
+    assert node.store is not None
+
+    async def counted() -> bool:
+        with node.store.begin() as conn:  # type: ignore[union-attr]
+            c = schema.contacts
+            found = conn.execute(sa.select(c.c.orders).where(c.c.id == "u-clv")).scalar()
+        return found == 2
+
+    await wait_for(counted, "both orders counted")
+    body = (
+        "<html><body>\n"
+        "<p>{{ contact.lifetime_value | money }} over {{ contact.orders }} orders,"
+        " {{ contact.average_order_value }} each</p>\n"
+        '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a> {{ shop.address }}</p>\n'
+        "</body></html>\n"
+    )
+    draft = {"body": body, "format": "html"}
+    args = {"template": "welcome-1", "draft": draft, "contact": "u-clv"}
+    preview = await call(node, "templates.preview", args)
+    assert "155.50 over 2 orders, 77.75 each" in preview["html"]
+    lint = await call(node, "templates.lint", args)
+    assert [f for f in lint["findings"] if "lifetime_value" in f["message"]] == []
+    assert [f for f in lint["findings"] if "contact.orders" in f["message"]] == []

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from engine.clv import value_fields
 from engine.deliver import DeliveryTuning, RelayConfig
 from engine.deliver.compose import render_context
 from engine.deliver.model import ClaimedIntent, ContactRow, Reply
@@ -86,12 +87,17 @@ def test_render_context_follows_the_convention() -> None:
         expires_at=None,
         received_at=0.0,
     )
-    contact = ContactRow("c1", "old@example.com", {"first_name": "Ada", "email": "x"}, {}, None)
+    value = value_fields(150.0, 4, 10.0, 20.0)
+    traits = {"first_name": "Ada", "email": "x", "orders": "a trait"}
+    contact = ContactRow("c1", "old@example.com", traits, {}, None, value)
     context = render_context(
         intent, contact, unsubscribe_url="https://u/x", shop={"name": "Demo Shop"}
     )
-    assert context["contact"] == {"first_name": "Ada", "email": "ada@example.com", "id": "c1"}
-    assert context["traits"] == {"first_name": "Ada", "email": "x"}
+    assert context["contact"] == {
+        "first_name": "Ada", "email": "ada@example.com", "id": "c1", "lifetime_value": 150.0,
+        "orders": 4, "average_order_value": 37.5, "first_order_at": 10.0, "last_order_at": 20.0,
+    }  # fmt: skip
+    assert context["traits"] == traits
     assert context["event"]["name"] == "Order Completed"
     assert context["properties"] == {"total": 12}
     assert context["unsubscribe_url"] == "https://u/x"
@@ -100,6 +106,10 @@ def test_render_context_follows_the_convention() -> None:
     bare = render_context(
         dataclasses.replace(intent, context={}), None, unsubscribe_url="u", shop={"name": "S"}
     )
-    assert bare["contact"] == {"id": "c1", "email": "ada@example.com"}
+    assert bare["contact"] == {
+        "id": "c1",
+        "email": "ada@example.com",
+        **value_fields(0, 0, None, None),
+    }
     assert bare["event"] == {"name": "", "properties": {}} and bare["properties"] == {}
     assert bare["shop"] == {"name": "S"}
