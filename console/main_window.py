@@ -381,6 +381,9 @@ class MainWindow(QMainWindow):
         self.top_bar = TopBar()
         self.top_bar.set_target(target, target_detail)
         self.top_bar.pause_requested.connect(self._ask_pause)
+        if "nodes" in self._page_specs:  # the engine pill opens the per-node view
+            self.top_bar.pills["nodes"].clicked.connect(lambda: self.show_page("nodes"))
+            self.top_bar.pills["nodes"].setToolTip("Engine nodes: click for each node's state")
         if client.role:
             self.top_bar.set_identity(client.actor, client.role)
         client.identity_changed.connect(self.top_bar.set_identity)
@@ -514,6 +517,9 @@ class MainWindow(QMainWindow):
         signal = getattr(page, "workflow_activated", None)
         if signal is not None:
             signal.connect(self.open_workflow)
+        nodes = getattr(page, "node_activated", None)
+        if nodes is not None:
+            nodes.connect(self.open_node)
         controls = getattr(page, "controls_changed", None)
         if controls is not None:
             controls.connect(self._take_controls)
@@ -555,6 +561,13 @@ class MainWindow(QMainWindow):
             self.show_message(
                 f"Workflow \u201c{name}\u201d: the Workflows page is not built yet.", "info"
             )
+
+    def open_node(self, node: str) -> None:
+        """Show the Live page for ``node`` alone (``"all"``: every node together)."""
+        page = self.show_page("live")
+        show_node = getattr(page, "show_node", None)
+        if callable(show_node):
+            show_node(node)
 
     # ---------------------------------------------------------------- messages
 

@@ -1,0 +1,296 @@
+"""The Nodes page: every engine node's state and figures, and the totals, in one table.
+
+One row per node that has reported metrics (name, role, version and pid, uptime, state,
+events/s, emails/s, consumer lag, in-flight, CPU, memory, owned decide partitions, health
+checks), then the totals row. A node that stops reporting stays listed, greyed, as "not
+reporting 12 s". The state is an icon and a word, never colour alone. Rows come from
+:func:`console.node_rows.node_rows`, recomputed once a second while the page shows.
+
+Double-click a row (or select it and press Enter or "Show on Live") to see the Live page for
+that node alone; the totals row shows all nodes together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QApplication,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from console.client import EngineClient
+from console.metrics_model import Metric
+from console.node_rows import NOT_REPORTING, TOTALS, node_rows, uptime_words
+from console.pages.live import downsample
+from widgets import theme
+from widgets.empty_state import EmptyState
+from widgets.format import format_bytes, format_count, format_rate
+from widgets.sparkline_table import Column, SparklineTableModel, SparklineTableView
+from widgets.theme import Status
+
+REFRESH_MS = 1000
+TREND_S = 300
+"""The span of the CPU sparklines, in seconds."""
+
+
+def _cpu(value: float) -> str:
+    """A fraction of one core as a percentage of it (``35%``; ``140%`` is 1.4 cores)."""
+    percent = value * 100
+    return f"{percent:.0f}%" if percent >= 10 else f"{percent:.1f}%"
+
+
+def _uptime(value: Any) -> str:
+    return uptime_words(float(value))
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("label", "Node", numeric=False),
+    Column("role", "Role", numeric=False, tooltip="decide, deliver, http, or all of them"),
+    Column("identity", "Version \u00b7 pid", numeric=False),
+    Column("uptime", "Uptime", _uptime, tooltip="Since the node started"),
+    Column("state", "State", numeric=False, tooltip="The worst of its health checks"),
+    Column("events_in", "Events in", format_rate, tooltip="Events decided per second"),
+    Column("emails_out", "Emails out", format_rate, tooltip="Emails the relay accepted per second"),
+    Column(
+        "consumer_lag",
+        "Consumer lag",
+        format_count,
+        tooltip="Events waiting on the stream (one shared consumer: the totals show the largest)",
+    ),
+    Column("inflight", "In flight", format_count, tooltip="Intents being sent"),
+    Column("cpu", "CPU", _cpu, tooltip="Of one core (200% is two cores)"),
+    Column("rss", "Memory", format_bytes, tooltip="Resident memory"),
+    Column(
+        "cpu_trend",
+        f"CPU, {TREND_S // 60} min",
+        sparkline=True,
+        tooltip="CPU over the last minutes, of one core (each row on its own scale)",
+    ),
+    Column(
+        "partitions",
+        "Partitions",
+        numeric=False,
+        tooltip="Decide partitions the node owns (a dash: the engine does not say)",
+    ),
+    Column("checks", "Health checks", numeric=False, tooltip="NATS, store and routes"),
+)
+
+
+class NodeTableModel(SparklineTableModel):
+    """Node rows: the state as icon + word, silent nodes greyed, the totals row in bold.
+
+    Signals: the standard QAbstractItemModel ones.
+    """
+
+    def __init__(self, columns: Sequence[Column] = COLUMNS, parent: QWidget | None = None) -> None:
+        super().__init__(columns, key_field="name", parent=parent)
+        fields = [c.field for c in columns]
+        self._state_column = fields.index("state")
+
+    def data(
+        self,
+        index: QModelIndex | QPersistentModelIndex,
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> Any:
+        if not index.isValid():
+            return None
+        row = self._rows[self._keys[index.row()]]
+        palette = QApplication.palette()
+        if role == Qt.ItemDataRole.ForegroundRole and not row.get("reporting", True):
+            return theme.secondary_text_color(palette)
+        if role == Qt.ItemDataRole.FontRole and row.get("name") == TOTALS:
+            font = QFont(QApplication.font())
+            font.setBold(True)
+            return font
+        if index.column() == self._state_column:
+            if role == Qt.ItemDataRole.DecorationRole:
+                if not row.get("reporting", True):
+                    return theme.icon(theme.STALE_ICON, theme.status_color(Status.UNKNOWN, palette))
+                return theme.status_icon(row.get("status") or Status.UNKNOWN, palette)
+            if role == Qt.ItemDataRole.ToolTipRole:
+                return str(row.get("state_tip") or row.get("state") or "")
+        elif role == Qt.ItemDataRole.ToolTipRole:
+            text = super().data(index, Qt.ItemDataRole.DisplayRole)
+            return text or None
+        return super().data(index, role)
+
+    def set_ordered_rows(self, rows: Sequence[dict[str, Any]]) -> bool:
+        """Show ``rows`` in their order: updated in place while the same nodes are listed,
+        rebuilt when one appears or goes (True: rebuilt, the selection is gone)."""
+        keys = [str(r["name"]) for r in rows]
+        if keys == self._keys:
+            self.set_rows(rows)
+            return False
+        self.beginResetModel()
+        self._keys = keys
+        self._rows = {str(r["name"]): dict(r) for r in rows}
+        self.endResetModel()
+        return True
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Copies of the rows in model order (nodes by name, then the totals)."""
+        return [dict(self._rows[k]) for k in self._keys]
+
+
+class NodesPage(QWidget):
+    """The Nodes page (see the module docstring). Built with ``NodesPage(client)``.
+
+    Signals:
+        node_activated(str): show this node on the Live page (``"all"``: every node).
+    """
+
+    node_activated = Signal(str)
+
+    def __init__(self, client: EngineClient, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.client = client
+        self.model = client.model
+
+        title = QLabel("Nodes")
+        title.setFont(theme.scaled_font(self.font(), 1.5, bold=True))
+        self.summary = QLabel("")
+        self.live_button = QPushButton("Show on Live")
+        self.live_button.setToolTip("The Live page for the selected node (totals: all nodes)")
+        self.live_button.setEnabled(False)
+        self.live_button.clicked.connect(self._show_selected)
+        header = QHBoxLayout()
+        header.setSpacing(12)
+        header.addWidget(title)
+        header.addWidget(self.summary, 1)
+        header.addWidget(self.live_button)
+
+        self.table_model = NodeTableModel()
+        self.table = SparklineTableView(self.table_model)
+        # Nodes by name, totals last: sorting would move the totals row among the nodes.
+        self.table.setSortingEnabled(False)
+        self.table.model().sort(-1)  # the source order
+        columns = self.table.horizontalHeader()
+        columns.setSortIndicatorShown(False)
+        columns.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        columns.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        self.table.row_activated.connect(self.node_activated)
+        self.table.selectionModel().selectionChanged.connect(self._selection_changed)
+        self.note = QLabel(
+            "Double-click a node to see the Live page for it alone. Silent nodes stay listed,"
+            " greyed, and are left out of the totals."
+        )
+        self.note.setWordWrap(True)
+
+        self.waiting = EmptyState(
+            "mdi6.lan-pending",
+            "Waiting for an engine to report\u2026",
+            detail="Every engine node publishes its metrics and health four times a second;"
+            " each one appears here as soon as it does.",
+        )
+        body = QWidget()
+        body_layout = QVBoxLayout(body)
+        body_layout.setContentsMargins(0, 0, 0, 0)
+        body_layout.addWidget(self.table)
+        body_layout.addWidget(self.note)
+        body_layout.addStretch(1)
+        self.states = QStackedWidget()
+        self.states.addWidget(self.waiting)
+        self.states.addWidget(body)
+        self._body = body
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.setSpacing(8)
+        layout.addLayout(header)
+        layout.addWidget(self.states, 1)
+
+        self._timer = QTimer(self)
+        self._timer.setInterval(REFRESH_MS)
+        self._timer.timeout.connect(self.refresh)
+        client.nodes_changed.connect(lambda _nodes: self.refresh())
+        self.refresh()
+        self.page_shown()
+
+    # ---------------------------------------------------------------- data
+
+    def refresh(self) -> None:
+        """Recompute every row from the model and the client's staleness."""
+        client = self.client
+        nodes = client.nodes()
+        if not nodes:
+            self.states.setCurrentWidget(self.waiting)
+            self.table_model.set_ordered_rows([])
+            self.summary.setText("")
+            return
+        rows = node_rows(self.model, nodes, client.seconds_since, client.stale_after_s, time.time())
+        now = time.time()
+        for row in rows:
+            _t, cpu = self.model.window_series(Metric.CPU, row["name"], now - TREND_S, now)
+            row["cpu_trend"] = downsample(cpu * 100.0)
+        selected = self.table.selected_key()
+        if self.table_model.set_ordered_rows(rows) and selected is not None:
+            self.select(selected)
+        self.states.setCurrentWidget(self._body)
+        self._fit_table()
+        silent = [r["label"] for r in rows if r["name"] != TOTALS and not r["reporting"]]
+        words = f"{len(nodes) - len(silent)} of {len(nodes)} nodes reporting"
+        if silent:
+            words += f" \u00b7 {NOT_REPORTING}: {', '.join(silent)}"
+        palette = self.palette()
+        colour = (
+            theme.status_color(theme.STALE_STATUS, palette)
+            if silent
+            else theme.secondary_text_color(palette)
+        )
+        if self.summary.text() != words:
+            self.summary.setText(words)
+        self.summary.setStyleSheet(f"color: {colour.name()}")
+        self._selection_changed()
+
+    def _fit_table(self) -> None:
+        """As tall as its rows (at least four), so a few nodes do not float in a tall box."""
+        table = self.table
+        rows = max(self.table_model.rowCount(), 4)
+        height = (
+            table.horizontalHeader().height()
+            + rows * table.verticalHeader().defaultSectionSize()
+            + 2 * table.frameWidth()
+            + 2
+        )
+        if table.height() != height:
+            table.setFixedHeight(height)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows shown (nodes by name, then the totals)."""
+        return self.table_model.rows()
+
+    def select(self, node: str) -> None:
+        """Select the row of ``node`` (``"all"``: the totals)."""
+        row = self.table_model.row_for_key(node)
+        if row is not None:
+            self.table.selectRow(row)
+
+    # ---------------------------------------------------------------- actions
+
+    def _selection_changed(self, *_args: object) -> None:
+        self.live_button.setEnabled(self.table.selected_key() is not None)
+
+    def _show_selected(self) -> None:
+        key = self.table.selected_key()
+        if key is not None:
+            self.node_activated.emit(key)
+
+    # ---------------------------------------------------------------- visibility
+
+    def page_shown(self) -> None:
+        self.refresh()
+        self._timer.start()
+
+    def page_hidden(self) -> None:
+        self._timer.stop()
