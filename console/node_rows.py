@@ -110,6 +110,22 @@ def health_status(health: Mapping[str, Any]) -> tuple[Status, str]:
     return Status.HEALTHY, f"{', '.join(fine)} healthy" if fine else "no checks reported"
 
 
+def check_lines(health: Mapping[str, Any]) -> list[tuple[str, Status, str]]:
+    """Each health check a node reported: its name, status, and the words for it
+    (``("routes", FAILING, "routes failing: default down: connection refused")``)."""
+    details = health.get("details")
+    details = details if isinstance(details, dict) else {}
+    lines = []
+    for key, name in CHECKS:
+        if key not in health:
+            continue
+        status = Status.parse(str(health.get(key)))
+        word = status.value if status != Status.UNKNOWN else str(health.get(key))
+        why = str(details.get(key) or "")
+        lines.append((name, status, f"{name} {word}" + (f": {why}" if why else "")))
+    return lines
+
+
 def _value(model: MetricsModel, metric: str, node: str) -> float | None:
     value = model.latest(metric, node)
     return None if math.isnan(value) else value

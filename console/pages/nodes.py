@@ -12,30 +12,35 @@ that node alone; the totals row shows all nodes together.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QApplication,
+    QFrame,
+    QGridLayout,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from console.alerts import severity
 from console.client import EngineClient
 from console.metrics_model import Metric
-from console.node_rows import NOT_REPORTING, TOTALS, node_rows, uptime_words
+from console.node_rows import NOT_REPORTING, TOTALS, check_lines, node_rows, uptime_words
 from console.pages.live import downsample
 from widgets import theme
 from widgets.empty_state import EmptyState
-from widgets.format import format_bytes, format_count, format_rate
+from widgets.format import format_age, format_bytes, format_count, format_rate
 from widgets.sparkline_table import Column, SparklineTableModel, SparklineTableView
 from widgets.theme import Status
 
@@ -143,6 +148,91 @@ class NodeTableModel(SparklineTableModel):
         return [dict(self._rows[k]) for k in self._keys]
 
 
+class NodeDetail(QFrame):
+    """The selected node in full: its state, each health check with why, the partitions it
+    owns, when it last reported, and its active alerts. A bordered card under the table.
+
+    Signals: none.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = QLabel("")
+        self.title.setFont(theme.scaled_font(self.font(), 1.15, bold=True))
+        self.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._grid = QGridLayout()
+        self._grid.setHorizontalSpacing(8)
+        self._grid.setVerticalSpacing(4)
+        self._grid.setColumnStretch(2, 1)
+        self._rows: list[tuple[QLabel, QLabel, QLabel]] = []
+        layout = QVBoxLayout(self)
+        margin = self.fontMetrics().height()
+        layout.setContentsMargins(margin, margin // 2 + 2, margin, margin)
+        layout.setSpacing(8)
+        layout.addWidget(self.title)
+        layout.addLayout(self._grid)
+        self._shown: tuple[Any, ...] | None = None
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Maximum)
+
+    def show_lines(self, title: str, lines: list[tuple[str, Status | str, str]]) -> None:
+        """``lines``: (label, status or qtawesome icon name, words). Rows are kept and
+        updated in place (a pool that grows), so nothing is rebuilt once a second."""
+        shown = (title, tuple(lines), self.fontMetrics().height())
+        if shown == self._shown:
+            return
+        self._shown = shown
+        self.title.setText(title)
+        palette = self.palette()
+        size = self.fontMetrics().height()
+        while len(self._rows) < len(lines):
+            self._add_row(size)
+        for (name, icon, text), (label, look, words) in zip(self._rows, lines, strict=False):
+            name.setText(label)
+            if isinstance(look, Status):
+                icon.setPixmap(theme.status_icon(look, palette).pixmap(size, size))
+            elif look:
+                colour = theme.status_color(theme.STALE_STATUS, palette)
+                icon.setPixmap(theme.icon_pixmap(look, colour, size))
+            else:
+                icon.clear()
+            text.setText(words)
+        for index, row in enumerate(self._rows):
+            for widget in row:
+                widget.setVisible(index < len(lines))
+
+    def _add_row(self, size: int) -> None:
+        row = len(self._rows)
+        name = QLabel()
+        name.setStyleSheet(f"color: {theme.secondary_text_color(self.palette()).name()}")
+        icon = QLabel()
+        icon.setFixedWidth(size)
+        text = QLabel()
+        text.setWordWrap(True)
+        text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._grid.addWidget(name, row, 0)
+        self._grid.addWidget(icon, row, 1)
+        self._grid.addWidget(text, row, 2)
+        self._rows.append((name, icon, text))
+
+    def text(self) -> str:
+        """Everything shown, one line per row (for tests and screen readers)."""
+        if self._shown is None:
+            return ""
+        title, lines, _size = self._shown
+        return "\n".join([title, *(f"{label}: {words}" for label, _look, words in lines)])
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        palette = self.palette()
+        painter = QPainter(self)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        rect = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        radius = max(4.0, self.fontMetrics().height() * 0.35)
+        painter.setPen(QPen(theme.border_color(palette), 1))
+        painter.setBrush(theme.surface_color(palette))
+        painter.drawRoundedRect(rect, radius, radius)
+        painter.end()
+
+
 class NodesPage(QWidget):
     """The Nodes page (see the module docstring). Built with ``NodesPage(client)``.
 
@@ -196,8 +286,14 @@ class NodesPage(QWidget):
         body = QWidget()
         body_layout = QVBoxLayout(body)
         body_layout.setContentsMargins(0, 0, 0, 0)
+        self.detail = NodeDetail()
+        self.pick = QLabel("Select a node to see its health checks, partitions and alerts.")
+        self.pick.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        body_layout.setSpacing(8)
         body_layout.addWidget(self.table)
         body_layout.addWidget(self.note)
+        body_layout.addWidget(self.detail)
+        body_layout.addWidget(self.pick)
         body_layout.addStretch(1)
         self.states = QStackedWidget()
         self.states.addWidget(self.waiting)
@@ -279,7 +375,49 @@ class NodesPage(QWidget):
     # ---------------------------------------------------------------- actions
 
     def _selection_changed(self, *_args: object) -> None:
-        self.live_button.setEnabled(self.table.selected_key() is not None)
+        key = self.table.selected_key()
+        self.live_button.setEnabled(key is not None)
+        self._show_detail(key)
+
+    def _show_detail(self, key: str | None) -> None:
+        row = None
+        if key is not None:
+            number = self.table_model.row_for_key(key)
+            row = self.table_model.rows()[number] if number is not None else None
+        self.detail.setVisible(row is not None)
+        self.pick.setVisible(row is None and self.states.currentWidget() is self._body)
+        if row is None:
+            return
+        if key == TOTALS:
+            title = f"All nodes · {row['role']}"
+            lines: list[tuple[str, Status | str, str]] = [
+                ("State", row["status"], str(row["state"])),
+                ("Partitions", "", str(row["partitions"])),
+            ]
+            alerts = self.client.active_alerts()
+        else:
+            assert key is not None
+            title = f"{key} · {row['role']} · {row['identity']}"
+            reporting = bool(row["reporting"])
+            look: Status | str = row["status"] if reporting else theme.STALE_ICON
+            lines = [("State", look, str(row["state"] if reporting else row["state_tip"]))]
+            for _name, status, words in check_lines(self.model.health(key)):
+                first = "Health checks" if reporting else "Last known checks"
+                label = first if len(lines) == 1 else ""
+                lines.append((label, status if reporting else "", words))
+            info = self.model.node_info(key)
+            owned = info.partitions if info is not None else None
+            count = f" ({len(owned)})" if owned else ""
+            lines.append(("Partitions", "", f"{row['partitions']}{count}"))
+            age = self.client.seconds_since(key)
+            lines.append(("Last report", "", format_age(None if math.isinf(age) else age)))
+            alerts = [a for a in self.client.active_alerts() if a.get("node") == key]
+        for alert in alerts:
+            label = "Alerts" if alert is alerts[0] else ""
+            lines.append((label, severity(alert), str(alert.get("message") or alert.get("rule"))))
+        if not alerts:
+            lines.append(("Alerts", "", "none active"))
+        self.detail.show_lines(title, lines)
 
     def _show_selected(self) -> None:
         key = self.table.selected_key()
