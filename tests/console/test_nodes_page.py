@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
 
 from console import pages
 from console.client import EngineClient
+from console.main_window import MainWindow
 from console.metrics_model import ALL
 from console.node_rows import TOTALS
 from console.pages.live import LivePage
@@ -38,6 +41,7 @@ from tests.console.conftest import (
     save_screenshot,
     wait_until,
 )
+from tests.console.test_metrics_model import FakeNode
 
 SECOND = "deliver-2"
 
@@ -216,3 +220,55 @@ def test_nodes_page_screenshots_two_real_nodes_with_totals_and_one_that_stops_re
             run(qloop, client.request("demo.stop", node=engine.node))
         finally:
             run(qloop, close_console(window))
+
+
+def test_failing_checks_show_on_the_node_its_detail_and_the_top_bar_pills(
+    qtbot: QtBot, qloop: asyncio.AbstractEventLoop
+) -> None:
+    """Snapshots as the engines publish them (taken in as if from NATS): a node whose store
+    fails and whose only route is down is failing, and so are the Database and Relays pills."""
+    pages.register_builtin_pages()
+    client = EngineClient()
+    window = MainWindow(client, target="Local stack", target_detail="nats://127.0.0.1:4222")
+    qtbot.addWidget(window)
+    window.show()
+    bad = FakeNode("d1", pid=41)
+    good = FakeNode("d2", pid=42)
+    details = {"store": "4 database errors and no commit in the last 10 s", "routes": "x down: y"}
+    for _ in range(3):
+        snap = good.snapshot()
+        snap["role"] = "deliver"
+        snap["health"].update(store="healthy", routes="healthy", details={})
+        client.ingest(snap)
+        snap = bad.snapshot()
+        snap["role"] = "deliver"
+        snap["partitions"] = [4, 5]
+        snap["health"].update(store="failing", routes="failing", details=details)
+        client.ingest(snap)
+    window.refresh_health()
+    pills = window.top_bar.pills
+    assert pills["database"].text() == "Database (sqlite) · failing"
+    assert pills["database"].toolTip() == f"d1: {details['store']}"
+    assert pills["relays"].text() == "Relays · failing"
+    assert pills["relays"].toolTip() == "d1: x down: y"
+
+    qtbot.mouseClick(pills["nodes"], Qt.MouseButton.LeftButton)  # the pill opens the page
+    assert window.current_page() == "nodes"
+    page = window.page("nodes")
+    assert isinstance(page, NodesPage)
+    rows = _by_name(page)
+    assert (rows["d1"]["state"], rows["d2"]["state"]) == ("failing", "healthy")
+    assert rows["d1"]["checks"] == (
+        f"store failing: {details['store']}; routes failing: {details['routes']}"
+    )
+    assert rows["d1"]["partitions"] == "4\u20135"
+    assert (rows[TOTALS]["state"], rows[TOTALS]["partitions"]) == ("failing", "2 owned")
+    page.select("d1")
+    assert page.detail.text().splitlines()[1:5] == [
+        "State: failing",
+        "Health checks: NATS healthy",
+        f": store failing: {details['store']}",
+        f": routes failing: {details['routes']}",
+    ]
+    assert "Partitions: 4\u20135 (2)" in page.detail.text()
+    window.stop_timers()
