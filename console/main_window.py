@@ -381,6 +381,9 @@ class MainWindow(QMainWindow):
         self.top_bar = TopBar()
         self.top_bar.set_target(target, target_detail)
         self.top_bar.pause_requested.connect(self._ask_pause)
+        if "nodes" in self._page_specs:  # the engine pill opens the per-node view
+            self.top_bar.pills["nodes"].clicked.connect(lambda: self.show_page("nodes"))
+            self.top_bar.pills["nodes"].setToolTip("Engine nodes: click for each node's state")
         if client.role:
             self.top_bar.set_identity(client.actor, client.role)
         client.identity_changed.connect(self.top_bar.set_identity)
@@ -514,6 +517,9 @@ class MainWindow(QMainWindow):
         signal = getattr(page, "workflow_activated", None)
         if signal is not None:
             signal.connect(self.open_workflow)
+        nodes = getattr(page, "node_activated", None)
+        if nodes is not None:
+            nodes.connect(self.open_node)
         controls = getattr(page, "controls_changed", None)
         if controls is not None:
             controls.connect(self._take_controls)
@@ -555,6 +561,13 @@ class MainWindow(QMainWindow):
             self.show_message(
                 f"Workflow \u201c{name}\u201d: the Workflows page is not built yet.", "info"
             )
+
+    def open_node(self, node: str) -> None:
+        """Show the Live page for ``node`` alone (``"all"``: every node together)."""
+        page = self.show_page("live")
+        show_node = getattr(page, "show_node", None)
+        if callable(show_node):
+            show_node(node)
 
     # ---------------------------------------------------------------- messages
 
@@ -724,15 +737,20 @@ class MainWindow(QMainWindow):
             pills["nodes"].set_status(status, label)
 
         databases = {h.get("database") for h in healths}
+        store, store_why = _worst_check(healths, "store")
         if not healths:
             pills["database"].set_status(Status.UNKNOWN, "Database")
         elif None in databases or "" in databases:
             pills["database"].set_status(Status.FAILING, "Database")
         else:
             kinds = ", ".join(sorted(str(d) for d in databases))
-            pills["database"].set_status(Status.HEALTHY, f"Database ({kinds})")
+            pills["database"].set_status(store, f"Database ({kinds})")
+        pills["database"].setToolTip(store_why or "The engines' store, as each node finds it")
 
-        pills["relays"].set_status(*self._relay_health(healths))
+        relays, relays_label = self._relay_health(healths)
+        routes, routes_why = _worst_check(healths, "routes")
+        pills["relays"].set_status(max(relays, routes, key=_RANK.__getitem__), relays_label)
+        pills["relays"].setToolTip(routes_why or "Replies from the relays over the last 10 s")
         self._refresh_alert(state, nodes, fresh)
 
     def _relay_health(self, healths: list[dict[str, Any]]) -> tuple[Status, str]:
@@ -916,6 +934,33 @@ def _call_hook(page: QWidget | None, hook: str) -> None:
     method = getattr(page, hook, None)
     if callable(method):
         method()
+
+
+_RANK = {
+    Status.UNKNOWN: 0,
+    Status.HEALTHY: 1,
+    Status.PAUSED: 1,
+    Status.DRAINING: 1,
+    Status.DEGRADED: 2,
+    Status.FAILING: 3,
+}
+
+
+def _worst_check(healths: list[dict[str, Any]], check: str) -> tuple[Status, str]:
+    """The worst of the nodes' ``check`` (healthy when none reports it) and why, per node."""
+    worst = Status.HEALTHY
+    why = []
+    for health in healths:
+        if check not in health:
+            continue
+        status = Status.parse(str(health.get(check)))
+        if _RANK[status] > _RANK[worst]:
+            worst = status
+        details = health.get("details")
+        words = details.get(check) if isinstance(details, dict) else None
+        if words:
+            why.append(f"{health.get('node') or 'a node'}: {words}")
+    return worst, "; ".join(why)
 
 
 def _seconds(value: float) -> str:

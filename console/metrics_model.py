@@ -302,6 +302,38 @@ class WorkflowStats:
     p99: float
 
 
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """Who a node is, from its latest snapshot: role, version, pid, since when it runs, and the
+    decide partitions it owns (None: the engine does not say)."""
+
+    role: str
+    version: str
+    pid: int | None
+    started: float  # epoch seconds: the snapshot's ts minus its uptime; NaN if not said
+    partitions: tuple[int | str, ...] | None
+
+    def uptime(self, now: float) -> float:
+        """Seconds the node has been running at ``now`` (NaN if it did not say)."""
+        return now - self.started if not math.isnan(self.started) else math.nan
+
+
+def _node_info(snapshot: Mapping[str, Any], health: Mapping[str, Any], ts: float) -> dict[str, Any]:
+    pid = snapshot.get("pid")
+    uptime = _num(snapshot.get("uptime"))
+    parts = snapshot.get("partitions")
+    partitions = (
+        tuple(p for p in parts if isinstance(p, int | str)) if isinstance(parts, list) else None
+    )
+    return {
+        "role": str(snapshot.get("role") or health.get("role") or ""),
+        "version": str(snapshot.get("version") or ""),
+        "pid": pid if isinstance(pid, int) else None,
+        "started": ts - uptime if not math.isnan(uptime) else math.nan,
+        "partitions": partitions,
+    }
+
+
 @dataclass
 class _Node:
     """What the model keeps for one node (or for ``ALL``)."""
@@ -313,6 +345,7 @@ class _Node:
     last_ts: float = math.nan
     received_at: float = math.nan
     health: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, float] = field(default_factory=dict)
     offsets: dict[str, float] = field(default_factory=dict)
     cumulative: dict[str, float] = field(default_factory=dict)
@@ -439,6 +472,7 @@ class MetricsModel:
         health = snapshot.get("health")
         if isinstance(health, dict):
             node.health = health
+        node.info = _node_info(snapshot, health if isinstance(health, dict) else {}, ts)
 
         self._ingest_counters(node, snapshot, ts)
         self._ingest_histograms(node, snapshot, ts)
@@ -631,6 +665,13 @@ class MetricsModel:
         n = self._nodes.get(node)
         return dict(n.health) if n is not None else {}
 
+    def node_info(self, node: str) -> NodeInfo | None:
+        """Who ``node`` is, from its latest snapshot (None: never seen)."""
+        n = self._nodes.get(node)
+        if n is None or not n.info:
+            return None
+        return NodeInfo(**n.info)
+
     def series(self, metric: str, node: str = ALL) -> tuple[FloatArray, FloatArray]:
         """All kept samples of ``metric``: a :class:`Metric` name or ``"wf:<name>"`` (sent/s)."""
         n = self._node(node)
@@ -798,6 +839,7 @@ __all__ = [
     "STAGES",
     "Metric",
     "MetricsModel",
+    "NodeInfo",
     "Ring",
     "StageLatency",
     "WorkflowStats",

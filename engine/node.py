@@ -23,12 +23,13 @@ from nats import errors as nats_errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
-from engine import bus
+from engine import __version__, bus
 from engine.access import LOCAL_ADMIN, SERVICE_USER, VIEWER
 from engine.clock import Clock, SystemClock
 from engine.config import Settings, parse_hostport
 from engine.control import ControlServer
 from engine.errors import ConfigError
+from engine.health import FAILING, HEALTHY, StoreHealth, routes_check
 from engine.natsserver import NatsServer, NatsUser
 from engine.store import Store, open_store
 from engine.telemetry import Telemetry
@@ -116,9 +117,11 @@ class Node:
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _http: Any = None
     components: dict[str, Any] = field(default_factory=dict)
+    _store_health: StoreHealth = field(init=False)
 
     def __post_init__(self) -> None:
         self.telemetry = Telemetry(self.settings.engine.node)
+        self._store_health = StoreHealth(self.telemetry)
 
     @property
     def data_dir(self) -> Path:
@@ -582,17 +585,31 @@ class Node:
             ).save(self.data_dir)
 
     def health(self) -> dict[str, Any]:
+        """What ``/healthz``, ``ping`` and every metrics snapshot say about this node.
+
+        The checks (``nats``, ``store``, and ``routes`` on a node that delivers) use only what
+        the node already knows (engine/health.py): this runs four times a second.
+        """
         nc = self.nc
         connected = nc is not None and nc.is_connected
-        return {
+        report: dict[str, Any] = {
             "ok": connected and self.store is not None,
             "node": self.settings.engine.node,
             "role": self.settings.engine.role,
-            "nats": "healthy" if connected else "failing",
+            "nats": HEALTHY if connected else FAILING,
             "database": self.store.dialect if self.store is not None else None,
             "http": self.http_url,
             "inbox": self.inbox_address,
         }
+        details: dict[str, str] = {}
+        report["store"], details["store"] = (
+            self._store_health.check() if self.store is not None else (FAILING, "not open")
+        )
+        delivery = self.components.get("delivery")
+        if delivery is not None:
+            report["routes"], details["routes"] = routes_check(delivery.route_states())
+        report["details"] = {check: words for check, words in details.items() if words}
+        return report
 
     async def _publish_metrics(self) -> None:
         subject = f"metrics.{self.settings.engine.node}"
@@ -602,6 +619,8 @@ class Node:
             if nc is None or not nc.is_connected:
                 continue
             snapshot = self.telemetry.snapshot()
+            snapshot["role"] = self.settings.engine.role
+            snapshot["version"] = __version__
             snapshot["health"] = self.health()
             alerts = self.components.get("alerts")
             if alerts is not None:

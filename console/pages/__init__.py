@@ -18,6 +18,8 @@ Optional page hooks the window uses when present:
 - ``show_item(item: str)``: open one thing (the Workflows page gets the workflow name when
   the Live page's workflow table is double-clicked).
 - ``workflow_activated(str)`` signal: the window routes it to the Workflows page.
+- ``node_activated(str)`` signal: the window shows the Live page for that node (``"all"``:
+  every node), through the Live page's ``show_node``.
 """
 
 from __future__ import annotations
@@ -213,6 +215,7 @@ def register_builtin_pages() -> None:
         "mdi6.flask-outline",
         "console.pages.experiments:ExperimentsPage",
     )
+    register_page("nodes", "Nodes", "mdi6.server-network", "console.pages.nodes:NodesPage")
     register_page("settings", "Settings", "mdi6.cog-outline", "console.pages.settings:SettingsPage")
 
 

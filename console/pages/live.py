@@ -570,6 +570,16 @@ class LivePage(QWidget):
             self._tile_started.add(metric)
         tile.push(ts, value)
 
+    def show_node(self, node: str) -> None:
+        """Show ``node`` alone (``ALL``: every node together), as if chosen in the selector."""
+        index = self.node_box.findData(node)
+        if index >= 0:
+            self.node_box.setCurrentIndex(index)
+
+    def selected_node(self) -> str:
+        """The node shown (``ALL``: every node together)."""
+        return self._node
+
     def _on_node_changed(self, _index: int) -> None:
         node = self.node_box.currentData()
         if node is None or node == self._node:

@@ -149,6 +149,7 @@ class TimerService:
                     log.exception("timers: a batch failed; firing its timers one by one")
                     outcome = await self._blocking(loop, self.fire_isolated)
             except Exception as exc:  # the database is down, or worse: back off, never die
+                self.telemetry.count("db_errors_total", stage="timers")
                 log.warning("timers: firing failed (%s); retrying in %.1f s", exc, delay)
                 await self._sleep(self.clock.now() + delay)
                 delay = min(delay * 2, 5.0)

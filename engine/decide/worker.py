@@ -309,6 +309,7 @@ class DecideWorker:
             except TRANSIENT_DB_ERRORS as exc:
                 if self._stopping:
                     raise _Stopping from exc
+                self.telemetry.count("db_errors_total", stage="decide")  # the node's store check
                 log.warning("decide: database unavailable (%s); retrying in %.1f s", exc, delay)
                 for msg in msgs:  # keep them ours while we retry
                     with contextlib.suppress(*NATS_ERRORS):

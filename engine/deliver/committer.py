@@ -118,6 +118,7 @@ class GroupCommitter:
                     marked = await self._commit(dots, outcomes, renew)
                 except Exception as exc:
                     log.error("deliver: group commit failed: %s", _short(exc))
+                    self._telemetry.count("db_errors_total", stage="deliver")
                     if not await self._store_answers():  # down: keep the outcomes, retry
                         error = StoreError(f"could not mark intents as sending: {_short(exc)}")
                         for _, future in dots:

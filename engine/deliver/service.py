@@ -337,6 +337,7 @@ class DeliveryService:
                 batch = await self._claim(limit, ids)
             except Exception as exc:
                 failures += 1
+                self._telemetry.count("db_errors_total", stage="deliver")
                 log.error("deliver: claiming intents failed: %s", exc)
                 await asyncio.sleep(min(5.0, 0.1 * 2**failures))
                 continue

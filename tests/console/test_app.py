@@ -57,6 +57,7 @@ def test_pages_switch_with_ctrl_and_a_number(qtbot: QtBot, window: MainWindow) -
         "audit",
         "dead_letters",
         "experiments",  # registered pages outside NAV come before Settings
+        "nodes",
         "settings",
     ]
     assert window.current_page() == "live"
