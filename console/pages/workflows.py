@@ -49,6 +49,7 @@ from PySide6.QtWidgets import (
 from console.client import EngineClient
 from console.errors import describe
 from console.operations import show_message
+from console.pages.dry_run import DryRunDialog
 from console.pages.requests import KeyedRequests
 from console.pages.workflow_form import StepForm
 from console.pages.workflow_graph import TRIGGER, build_graph, steps_of
@@ -118,6 +119,13 @@ class WorkflowsPage(QWidget):
         self.save_button.setStyleSheet(theme.primary_button_qss(self.palette()))
         self.save_button.setToolTip("Store the draft as a new version; the live version stays")
         self.save_button.clicked.connect(self.save)
+        self.dry_run_button = QPushButton("Dry run\u2026")
+        self.dry_run_button.setToolTip(
+            "Replay the recorded events against the draft, sending nothing: how many emails,"
+            " to whom, when, per domain, and where caps bind"
+        )
+        self.dry_run_button.clicked.connect(self.open_dry_run)
+        self.dry_run: DryRunDialog | None = None
         self.dirty = QLabel("")
         header = QHBoxLayout()
         header.setSpacing(8)
@@ -128,6 +136,7 @@ class WorkflowsPage(QWidget):
         header.addWidget(self.versions)
         header.addWidget(self.enable_button)
         header.addWidget(self.disable_button)
+        header.addWidget(self.dry_run_button)
         header.addWidget(self.save_button)
 
         # -- the graph tab: canvas | properties and problems ------------------------------------
@@ -238,6 +247,17 @@ class WorkflowsPage(QWidget):
     def current_draft(self) -> dict[str, Any]:
         """The workflow definition being edited (a copy)."""
         return copy.deepcopy(self.draft)
+
+    def open_dry_run(self) -> DryRunDialog | None:
+        """Open the dry run of the draft as it stands (a window of its own, not modal)."""
+        if self.loaded is None:
+            return None
+        if self.dry_run is not None:
+            self.dry_run.close()
+            self.dry_run.deleteLater()
+        self.dry_run = DryRunDialog(self.client, "workflow", self.current_draft(), self)
+        self.dry_run.show()
+        return self.dry_run
 
     # ---------------------------------------------------------------- the list
 
@@ -473,6 +493,7 @@ class WorkflowsPage(QWidget):
         self.enable_button.setEnabled(has and not live)
         self.disable_button.setEnabled(live)
         self.save_button.setEnabled(has)
+        self.dry_run_button.setEnabled(has)
         if loaded is None:
             self.state.setText("")
             return

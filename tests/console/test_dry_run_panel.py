@@ -17,6 +17,7 @@ from pytestqt.qtbot import QtBot
 from console.main_window import MainWindow
 from console.pages.dry_run import DryRunDialog, DryRunPanel
 from console.pages.segments import SegmentsPage
+from console.pages.workflows import WorkflowsPage
 from console.stack import StackConnection
 from engine.ingest.validate import format_time
 from tests.console.conftest import connect_as_engine, run, save_screenshot, wait_until
@@ -136,5 +137,27 @@ def test_dry_run_panel_and_segments_button_screenshot(
         save_screenshot(dialog, "segments-dry-run")
         dialog.close()
         await wait_until(lambda: not page.busy(), timeout=30)
+
+        # The Workflows page opens it with the workflow being edited, unsaved edits included.
+        flows = console.show_page("workflows")
+        assert isinstance(flows, WorkflowsPage)
+        await wait_until(lambda: not flows.busy(), timeout=30)
+        flows.show_item("order-confirmation")
+        await wait_until(lambda: flows.loaded is not None and not flows.busy(), timeout=30)
+        assert flows.dry_run_button.isEnabled()
+        flows.draft["trigger"] = {"event": event}
+        draft = flows.current_draft()
+        wf_dialog = flows.open_dry_run()
+        assert isinstance(wf_dialog, DryRunDialog) and wf_dialog.isVisible()
+        assert wf_dialog.panel.definition == draft
+        wf_dialog.panel.set_window("1h")
+        wf_dialog.panel.start()
+        await finished(wf_dialog.panel)
+        flow = wf_dialog.panel.result
+        assert flow is not None, wf_dialog.panel.note.text()
+        # Every quiz result triggers the edited draft: five contacts with an address.
+        assert flow["emails"]["would_send"] == 5, flow
+        wf_dialog.close()
+        await wait_until(lambda: not flows.busy(), timeout=30)
 
     run(qloop, scenario(), timeout=180)
