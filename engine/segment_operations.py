@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
-from nats.aio.msg import Msg
 
+from engine import notices
 from engine.control import ControlError, ControlServer, check_keys, required_text
 from engine.segments import definitions
 from engine.segments.build import SegmentBuilder
@@ -310,44 +310,24 @@ async def follow_segment_changes(node: Node) -> Callable[[], Awaitable[None]]:
     if nc is None or store is None:
         raise ControlError("not connected to NATS and the store")
     me = node.settings.engine.node
-    pending = asyncio.Event()
-    running = False
 
-    async def reload() -> None:
-        nonlocal running
-        running = True
-        try:
-            while pending.is_set():
-                pending.clear()
-                loaded = await asyncio.to_thread(definitions.load_segments, store)
-                registry = node.components.get("segments")
-                if isinstance(registry, SegmentRegistry):
-                    registry.replace(loaded)
-                    log.info("segments reloaded: %d live", len(loaded))
-        except (sa.exc.SQLAlchemyError, SegmentInvalid):
-            log.exception("could not reload the segments")
-        finally:
-            running = False
+    async def reload_segments() -> None:
+        loaded = await asyncio.to_thread(definitions.load_segments, store)
+        registry = node.components.get("segments")
+        if isinstance(registry, SegmentRegistry):
+            registry.replace(loaded)
+            log.info("segments reloaded: %d live", len(loaded))
 
-    async def on_notice(msg: Msg) -> None:
-        try:
-            notice = orjson.loads(msg.data)
-            origin = str(notice["node"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("unreadable %s notice ignored", CHANGED_SUBJECT)
-            return
-        if origin == me:
-            return  # the saving node swapped its index already
-        pending.set()
-        if not running:
+    reload = notices.folded(reload_segments)
+
+    async def on_notice(notice: dict[str, Any]) -> None:
+        if str(notice["node"]) != me:  # the saving node swapped its index already
             await reload()
 
-    sub = await nc.subscribe(CHANGED_SUBJECT, cb=on_notice)
-
-    async def stop() -> None:
-        try:
-            await sub.unsubscribe()
-        except Exception:  # the connection may already be closed
-            log.debug("unsubscribe failed", exc_info=True)
-
-    return stop
+    return await notices.follow(
+        nc,
+        CHANGED_SUBJECT,
+        on_notice,
+        errors=(sa.exc.SQLAlchemyError, SegmentInvalid),
+        what="reload the segments",
+    )

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
-from nats.aio.msg import Msg
 
+from engine import notices
 from engine.authoring import library as template_library
 from engine.control import ControlError, ControlServer, check_keys, required_text
 from engine.decide.registry import load_stored_workflows
@@ -557,40 +557,16 @@ async def follow_workflow_changes(node: Node) -> Callable[[], Awaitable[None]]:
     if nc is None:
         raise ControlError("not connected to NATS")
     me = node.settings.engine.node
-    pending = asyncio.Event()
-    running = False
+    reload = notices.folded(lambda: reload_workflows(node))
 
-    async def reload() -> None:
-        nonlocal running
-        running = True
-        try:
-            while pending.is_set():
-                pending.clear()
-                await reload_workflows(node)
-        except (sa.exc.SQLAlchemyError, WorkflowInvalid):
-            log.exception("could not reload the workflows")
-        finally:
-            running = False
-
-    async def on_notice(msg: Msg) -> None:
-        try:
-            notice = orjson.loads(msg.data)
-            origin = str(notice["node"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("unreadable %s notice ignored", CHANGED_SUBJECT)
-            return
-        if origin == me:
-            return  # the node that made the change reloaded already
-        pending.set()
-        if not running:
+    async def on_notice(notice: dict[str, Any]) -> None:
+        if str(notice["node"]) != me:  # the node that made the change reloaded already
             await reload()
 
-    sub = await nc.subscribe(CHANGED_SUBJECT, cb=on_notice)
-
-    async def stop() -> None:
-        try:
-            await sub.unsubscribe()
-        except Exception:  # the connection may already be closed
-            log.debug("unsubscribe failed", exc_info=True)
-
-    return stop
+    return await notices.follow(
+        nc,
+        CHANGED_SUBJECT,
+        on_notice,
+        errors=(sa.exc.SQLAlchemyError, WorkflowInvalid),
+        what="reload the workflows",
+    )

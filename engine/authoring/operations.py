@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
-from nats.aio.msg import Msg
 
+from engine import notices
 from engine.authoring import library
 from engine.authoring.fields import fields_seen, top_level
 from engine.authoring.lint import FieldsSeen, lint_template
@@ -722,24 +722,14 @@ async def follow_template_changes(node: Node) -> Callable[[], Awaitable[None]]:
     if nc is None:
         raise ControlError("not connected to NATS")
 
-    async def on_notice(msg: Msg) -> None:
-        try:
-            notice = orjson.loads(msg.data)
-            template_id = str(notice["template"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("unreadable %s notice ignored", CHANGED_SUBJECT)
-            return
-        try:
-            await reload_template(node, template_id)
-        except (LookupError, TemplateInvalid, sa.exc.SQLAlchemyError):
-            log.exception("could not reload template %s", template_id)
+    async def on_notice(notice: dict[str, Any]) -> None:
+        await reload_template(node, str(notice["template"]))
 
-    sub = await nc.subscribe(CHANGED_SUBJECT, cb=on_notice)
-
-    async def stop() -> None:
-        try:
-            await sub.unsubscribe()
-        except Exception:  # the connection may already be closed
-            log.debug("unsubscribe failed", exc_info=True)
-
-    return stop
+    return await notices.follow(
+        nc,
+        CHANGED_SUBJECT,
+        on_notice,
+        required=("template",),
+        errors=(LookupError, TemplateInvalid, sa.exc.SQLAlchemyError),
+        what="reload a template",
+    )
