@@ -2,7 +2,7 @@
 
 Anki's ``aqt/operations`` habit: a page never fires and forgets a coroutine. It writes::
 
-    Operation(self, lambda: client.request("demo.start", {"rate": 50}))
+    Operation(self, lambda: client.request_one("demo.start", {"rate": 50}))
         .success(lambda result: ...)
         .failure(lambda exc: ...)      # optional: the default shows describe(exc)
         .run()

@@ -613,5 +613,5 @@ class InboxPage(PollingPage):
             show_message(self, f"Demo traffic: {describe(exc)}")
 
         Operation(
-            self, lambda: self.client.request("demo.start", {"rate": DEMO_RATE}), label="Demo"
+            self, lambda: self.client.request_one("demo.start", {"rate": DEMO_RATE}), label="Demo"
         ).success(started).failure(failed).run()

@@ -832,7 +832,7 @@ class LivePage(QWidget):
 
         op = Operation(
             self,
-            lambda: self.client.request("demo.start", {"rate": rate}),
+            lambda: self.client.request_one("demo.start", {"rate": rate}),
             label="Start demo traffic",
         ).success(started)
         op.signals.finished.connect(self._demo_finished)
@@ -843,7 +843,7 @@ class LivePage(QWidget):
         """Stop demo traffic."""
         self.demo_button.setEnabled(False)
         op = Operation(
-            self, lambda: self.client.request("demo.stop"), label="Stop demo traffic"
+            self, lambda: self.client.request_one("demo.stop"), label="Stop demo traffic"
         ).success(lambda _r: self._set_demo_running(False))
         op.signals.finished.connect(self._demo_finished)
         self._demo_op = op
@@ -861,9 +861,8 @@ class LivePage(QWidget):
                     self.demo_rate.setValue(round(rate))
                     self.demo_rate.blockSignals(False)
 
-        Operation(self, lambda: self.client.request("demo.status", timeout=3)).success(got).failure(
-            lambda exc: log.debug("demo.status failed: %s", exc)
-        ).run()
+        status = Operation(self, lambda: self.client.request_one("demo.status", timeout=3))
+        status.success(got).failure(lambda exc: log.debug("demo.status failed: %s", exc)).run()
 
     def _toggle_demo(self) -> None:
         if self._demo_running:

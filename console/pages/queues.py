@@ -706,7 +706,7 @@ class QueuesPage(PollingPage):
             self._say(f"Demo traffic: {describe(exc)}", "failing")
 
         Operation(
-            self, lambda: self.client.request("demo.start", {"rate": 20}), label="Demo"
+            self, lambda: self.client.request_one("demo.start", {"rate": 20}), label="Demo"
         ).success(started).failure(failed).run()
 
     async def wait_idle(self) -> None:
