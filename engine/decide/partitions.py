@@ -172,7 +172,9 @@ class DecidePartitions:
             bucket=LEASE_BUCKET,
             ttl=self.ttl,
             history=1,
-            storage=StorageType.MEMORY,
+            # On disk: leases outlive a NATS restart, so no one takes a partition its holder
+            # still processes.
+            storage=StorageType.FILE,
             replicas=self.replicas,
         )
         js = self.nc.jetstream()  # creating a replicated bucket may take longer than a renewal
@@ -193,8 +195,12 @@ class DecidePartitions:
     async def _tick(self) -> None:
         assert self._kv is not None
         kv = self._kv
-        with contextlib.suppress(*_TROUBLE):
+        try:
             await kv.put(self._member_key, orjson.dumps({"node": self.node}))
+        except _TROUBLE as exc:
+            log.debug("decide partitions: renewing membership failed: %s", exc)
+            with contextlib.suppress(*_TROUBLE):  # the bucket was deleted: make it again
+                self._kv = await self._bucket()
         await asyncio.gather(*(self._renew(p) for p in list(self.held)))
         self._lapse()
         members = await self._live_members()
