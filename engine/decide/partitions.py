@@ -6,8 +6,8 @@ own durable consumer. Every decide node runs :class:`DecidePartitions`, which
 - keeps ``member.<node>`` alive in the JetStream KV bucket ``decide_leases`` (created with a
   TTL: a key not renewed within ``ttl`` seconds disappears, so a dead node drops out by itself);
 - every ``interval`` seconds lists the live members and picks its fair share by rendezvous
-  hashing (a partition goes to the member with the highest hash of ``member/partition``): every
-  node computes the same answer, and a node joining or leaving moves only its own share;
+  hashing with bounded loads (:func:`assignment`): every node computes the same answer, each
+  gets its fair share, and a node joining or leaving moves little besides its own share;
 - holds ``partition.<p>`` for each partition it processes: taken with ``create`` (fails while
   another node holds it), renewed with a revision-checked ``update`` (fails if the lease lapsed
   and someone else took it), released with a revision-checked ``delete``;
@@ -57,21 +57,33 @@ LEASE_PREFIX = "partition."
 _TROUBLE = (nats.errors.Error, JetStreamError, TimeoutError, OSError)
 
 
-def owner_of(partition: int, members: list[str]) -> str:
-    """The member that should process ``partition`` (rendezvous hashing): stable, and a
-    member joining or leaving moves only the partitions it wins or held."""
+def assignment(members: list[str], partitions: int) -> dict[int, str]:
+    """Who processes each partition: rendezvous hashing with bounded loads. Each partition
+    goes to the member with the highest hash of ``member/partition`` that has fewer than its
+    fair share (``ceil(partitions / members)``) so far. Every node computes the same answer from
+    the same members, and a member joining or leaving moves few partitions besides its own."""
+    members = sorted(set(members))
+    cap = -(-partitions // len(members))
+    load = dict.fromkeys(members, 0)
+    owners: dict[int, str] = {}
+    for partition in range(partitions):
 
-    def score(member: str) -> bytes:
-        return hashlib.blake2b(f"{member}/{partition}".encode(), digest_size=8).digest()
+        def score(member: str, p: int = partition) -> bytes:
+            return hashlib.blake2b(f"{member}/{p}".encode(), digest_size=8).digest()
 
-    return max(members, key=score)
+        for member in sorted(members, key=score, reverse=True):
+            if load[member] < cap:
+                owners[partition] = member
+                load[member] += 1
+                break
+    return owners
 
 
 def share_of(node: str, members: list[str], partitions: int) -> set[int]:
     """The partitions ``node`` should process among the live ``members``."""
     if node not in members:
         members = [*members, node]
-    return {p for p in range(partitions) if owner_of(p, members) == node}
+    return {p for p, owner in assignment(members, partitions).items() if owner == node}
 
 
 def member_key(node: str) -> str:

@@ -120,6 +120,12 @@ class EngineNode:
         while line := await self.process.stdout.readline():
             self.output.append(line.decode(errors="replace"))
 
+    def save_log(self) -> Path:
+        """Everything the node printed, beside its data directory (to read after a failure)."""
+        path = self.data_dir.parent / f"{self.name}.log"
+        path.write_text("".join(self.output), encoding="utf-8")
+        return path
+
     async def kill(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)

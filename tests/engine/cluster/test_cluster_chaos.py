@@ -125,6 +125,7 @@ async def test_engine_and_nats_nodes_die_and_come_back_under_load(
             produce.cancel()
         for node in nodes.values():
             await node.stop()
+            node.save_log()
         await nc.close()
         for server in servers:
             server.stop()
