@@ -59,6 +59,18 @@ class NatsSettings:
     stream_replicas: int = 1
     max_age_days: float = 7.0
     ack_wait: float = 30.0  # seconds before events held by a crashed decide node come back
+    # Decide partitions of the EVENTS stream (docs/cluster.md): 0 picks 1 with the embedded
+    # server and 16 with an external NATS. Every node of a cluster must use the same number.
+    partitions: int = 0
+    # Seconds a decide node's partition leases outlive its last renewal (renewed every second):
+    # how long a dead node's partitions wait before the others take them over.
+    lease_ttl: float = 5.0
+
+    def partition_count(self) -> int:
+        """The number of decide partitions in force (``partitions``, or its automatic value)."""
+        if self.partitions:
+            return self.partitions
+        return 16 if self.url else 1
 
 
 @dataclass
@@ -536,6 +548,12 @@ def validate(settings: Settings) -> None:
     if settings.engine.role not in {"all", "decide", "deliver", "http"}:
         raise ConfigError(
             f"engine.role: expected all, decide, deliver or http, got {settings.engine.role!r}"
+        )
+    if not 0 <= settings.nats.partitions <= 64:
+        raise ConfigError(f"nats.partitions: expected 0 to 64, got {settings.nats.partitions}")
+    if not 3 <= settings.nats.lease_ttl <= 600:
+        raise ConfigError(
+            f"nats.lease_ttl: expected 3 to 600 seconds, got {settings.nats.lease_ttl:g}"
         )
     if settings.engine.durability not in {"process", "power"}:
         raise ConfigError(

@@ -48,6 +48,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from engine import bus
 from engine.ids import new_id as default_new_id
 
 log = logging.getLogger(__name__)
@@ -1181,7 +1182,8 @@ async def run_demo(
     (counted in ``missed``). Run inside the engine, a demo asked for more than the engine can
     take would otherwise keep the event loop busy publishing and starve the stages it feeds.
 
-    Each event goes to ``<subject_prefix>.<type>`` with header ``Nats-Msg-Id`` = its messageId.
+    Each event goes to ``<subject_prefix>.<type>.<contact token>`` with header ``Nats-Msg-Id`` =
+    its messageId.
     With ``use_jetstream`` the publishes carry reply subjects and up to ``max_inflight`` acks are
     pipelined; otherwise they are plain core-NATS publishes (still captured by the stream, no
     confirmation). ``bench_stamp`` adds ``properties.bench_sent_at`` (epoch seconds, taken just
@@ -1217,13 +1219,15 @@ async def run_demo(
                 event["properties"]["bench_sent_at"] = time.time()
             msg_id = event["messageId"]
             payload = dumps(event)
+            contact = bus.wire_contact_key(event)
+            subject = prefix + event["type"]
+            if contact is not None:  # the contact's partition (engine.bus)
+                subject += "." + bus.contact_token(contact)
             try:
                 if window is not None:
-                    await window.publish(prefix + event["type"], payload, msg_id)
+                    await window.publish(subject, payload, msg_id)
                 else:
-                    await nc.publish(
-                        prefix + event["type"], payload, headers={"Nats-Msg-Id": msg_id}
-                    )
+                    await nc.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
             except Exception as exc:  # nats raises several unrelated types
                 stats.errors += 1
                 stats.last_error = f"publish failed: {exc!r}"

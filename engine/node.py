@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ class Node:
     _store_health: StoreHealth = field(init=False)
 
     def __post_init__(self) -> None:
-        self.telemetry = Telemetry(self.settings.engine.node)
+        self.telemetry = Telemetry(self.settings.engine.node, self.settings.engine.role)
         self._store_health = StoreHealth(self.telemetry)
 
     @property
@@ -235,6 +236,7 @@ class Node:
             replicas=settings.nats.stream_replicas,
             max_age_days=settings.nats.max_age_days,
             ack_wait=settings.nats.ack_wait,
+            partitions=settings.nats.partition_count(),
         )
 
         # Store, then the starter workflows and templates on a fresh database.
@@ -438,6 +440,9 @@ class Node:
         if role in ("all", "decide"):
             from engine.catalog.fanout import FanoutService
             from engine.decide import DecideWorker, TimerService
+            from engine.decide.partitions import DecidePartitions
+
+            store = self.store
 
             fanout = FanoutService(
                 store=self.store,
@@ -456,24 +461,42 @@ class Node:
                 on_intents=on_intents,
                 segments=segments,
             )
-            decide = DecideWorker(
-                js=self.js,
-                store=self.store,
-                clock=self.clock,
-                telemetry=self.telemetry,
+            js = self.js
+
+            def make_worker(consumer: str, executor: ThreadPoolExecutor) -> DecideWorker:
+                return DecideWorker(
+                    js=js,
+                    store=store,
+                    clock=self.clock,
+                    telemetry=self.telemetry,
+                    node=node,
+                    workflows=library.workflows,
+                    on_intents=on_intents,
+                    on_timer=timers.poke,
+                    segments=segments,
+                    on_fanout=fanout.poke,
+                    urgent=None if delivery is None else lambda: delivery.awaiting_replies,
+                    consumer=consumer,
+                    executor=executor,
+                    lag_interval=0,  # DecidePartitions sums the lag of its partitions
+                )
+
+            # This node's share of the EVENTS partitions, one worker each (docs/cluster.md).
+            decide = DecidePartitions(
+                nc=self.nc,
                 node=node,
-                workflows=library.workflows,
-                on_intents=on_intents,
-                on_timer=timers.poke,
-                segments=segments,
-                on_fanout=fanout.poke,
-                urgent=None if delivery is None else lambda: delivery.awaiting_replies,
+                partitions=settings.nats.partition_count(),
+                make_worker=make_worker,
+                telemetry=self.telemetry,
+                replicas=settings.nats.stream_replicas,
+                ttl=settings.nats.lease_ttl,
             )
             await fanout.start()
             self._stack.push_async_callback(fanout.stop)
             await timers.start()
             self._stack.push_async_callback(timers.stop)
-            await decide.start()
+            # A restarted node may wait for its own old leases (same name: reclaimed at once).
+            await decide.start(wait=settings.nats.lease_ttl + 1)
             self._stack.push_async_callback(decide.stop)
             self.components["decide"] = decide
             self.components["timers"] = timers
@@ -619,7 +642,6 @@ class Node:
             if nc is None or not nc.is_connected:
                 continue
             snapshot = self.telemetry.snapshot()
-            snapshot["role"] = self.settings.engine.role
             snapshot["version"] = __version__
             snapshot["health"] = self.health()
             alerts = self.components.get("alerts")

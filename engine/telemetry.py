@@ -85,8 +85,11 @@ def _key(name: str, labels: Mapping[str, str]) -> str:
 class Telemetry:
     """The engine's metrics registry (one per node)."""
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, role: str = "all") -> None:
         self.node = node
+        self.role = role
+        # The decide partitions this node processes now (engine/decide/partitions.py).
+        self.partitions: list[int] = []
         self.counters: dict[str, float] = {}
         self.gauges: dict[str, float] = {}
         self.histograms: dict[str, Histogram] = {}
@@ -131,6 +134,8 @@ class Telemetry:
             }
         return {
             "node": self.node,
+            "role": self.role,
+            "partitions": list(self.partitions),
             "ts": time.time(),
             "pid": os.getpid(),
             "uptime": time.time() - self.started,

@@ -74,7 +74,9 @@ MAKE_WAY_MAX = 0.0005
 
 
 class DecideWorker:
-    """Consumes ``EVENTS`` through the durable consumer ``decide``.
+    """Consumes ``EVENTS`` through one durable consumer: ``decide``, or one partition's
+    ``decide-<p>`` (``consumer``; engine/decide/partitions.py runs one worker per partition
+    this node owns, all deciding on one shared ``executor`` thread).
 
     ``on_intents(ids)`` is called after each commit that created intents; ``on_timer(fire_at)``
     (optional) with the earliest timer a batch created, for ``TimerService.poke``;
@@ -100,8 +102,14 @@ class DecideWorker:
         lag_interval: float = 2.0,
         on_fanout: Callable[[], None] | None = None,
         urgent: Callable[[], bool] | None = None,
+        consumer: str = DECIDE_CONSUMER,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
-        """``urgent()`` (optional) says latency-critical work is in progress on this event loop
+        """``lag_interval`` <= 0: do not sample the consumer's lag (the owner of several
+        workers sums it). ``executor``: a database thread shared with other workers (kept
+        running on stop); None: the worker has its own.
+
+        ``urgent()`` (optional) says latency-critical work is in progress on this event loop
         (the local deliver stage waiting for a relay's reply): see :meth:`_make_way`."""
         if parse is None:
             from engine.ingest.validate import parse_event
@@ -118,6 +126,8 @@ class DecideWorker:
         self.lag_interval = lag_interval
         self.store = store
         self.urgent = urgent
+        self.consumer = consumer
+        self._shared_executor = executor
         self.runner = DecideBatch(
             store=store, registry=workflows, clock=clock, parse=parse, segments=segments
         )
@@ -133,19 +143,23 @@ class DecideWorker:
     async def start(self) -> None:
         """Bind to the durable consumer and start pulling."""
         try:
-            await self.js.consumer_info(EVENTS_STREAM, DECIDE_CONSUMER)
+            await self.js.consumer_info(EVENTS_STREAM, self.consumer)
             self._sub = await self.js.pull_subscribe_bind(
-                durable=DECIDE_CONSUMER, stream=EVENTS_STREAM
+                durable=self.consumer, stream=EVENTS_STREAM
             )
         except NATS_ERRORS as exc:
             raise BusError(
-                f"cannot bind to consumer {DECIDE_CONSUMER} of {EVENTS_STREAM}: {exc}"
+                f"cannot bind to consumer {self.consumer} of {EVENTS_STREAM}: {exc}"
             ) from exc
         self._stopping = False
         self._flowing = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decide-{self.node}")
-        self._task = asyncio.create_task(self._run(), name=f"decide-{self.node}")
-        self._lag_task = asyncio.create_task(self._sample_lag(), name=f"decide-lag-{self.node}")
+        self._executor = self._shared_executor or ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"decide-{self.node}"
+        )
+        name = f"{self.consumer}-{self.node}"
+        self._task = asyncio.create_task(self._run(), name=name)
+        if self.lag_interval > 0:
+            self._lag_task = asyncio.create_task(self._sample_lag(), name=f"lag-{name}")
 
     async def stop(self) -> None:
         """Finish the batch in hand (commit, ack), then stop pulling and release the thread."""
@@ -171,7 +185,8 @@ class DecideWorker:
                 await self._sub.unsubscribe()
             self._sub = None
         if self._executor is not None:
-            self._executor.shutdown(wait=True)
+            if self._executor is not self._shared_executor:
+                self._executor.shutdown(wait=True)
             self._executor = None
 
     async def _run(self) -> None:
@@ -227,9 +242,9 @@ class DecideWorker:
         except TimeoutError:
             return []
         except NATS_ERRORS as exc:
-            log.warning("decide: fetching from %s failed: %s", EVENTS_STREAM, exc)
+            log.warning("decide: fetching from %s failed: %s", self.consumer, exc)
         except Exception:  # nats-py raises assorted types while the connection is in trouble
-            log.exception("decide: fetching from %s failed", EVENTS_STREAM)
+            log.exception("decide: fetching from %s failed", self.consumer)
         await asyncio.sleep(0.5)
         return []
 

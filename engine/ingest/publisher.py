@@ -17,7 +17,7 @@ import nats.js.errors
 import orjson
 from nats.js import JetStreamContext
 
-from engine.bus import EVENTS_STREAM
+from engine.bus import EVENTS_STREAM, event_subject
 from engine.errors import BusError
 from engine.telemetry import Telemetry
 
@@ -41,7 +41,7 @@ class EventPublisher:
         self._timeout = timeout
 
     async def publish(self, event: dict[str, Any]) -> None:
-        """Publish one event on ``events.<type>`` and wait until JetStream has stored it.
+        """Publish one event on ``events.<type>.<contact token>``; wait until JetStream stored it.
 
         Raises ``BusError`` when NATS is unreachable, the EVENTS stream is missing or the ack
         does not arrive within the timeout. The event may still have been stored; publishing
@@ -107,13 +107,9 @@ class EventPublisher:
         return BusError(f"NATS refused the event: {exc or type(exc).__name__}")
 
 
-def _subject(event: dict[str, Any]) -> str:
-    return f"events.{event.get('type')}"
-
-
 def _message(event: dict[str, Any]) -> tuple[str, bytes, dict[str, str]]:
     message_id = event.get("messageId")
     if not isinstance(message_id, str) or not message_id:
         # Publishing without a stable id would defeat deduplication of client retries.
         raise ValueError("event has no messageId: pass it through normalize_for_wire first")
-    return _subject(event), orjson.dumps(event), {MSG_ID_HEADER: message_id}
+    return event_subject(event), orjson.dumps(event), {MSG_ID_HEADER: message_id}

@@ -76,6 +76,8 @@ class EngineProcess:
             **os.environ,
             "CAMPAIGN_NATS_TOKEN": self.nats_token,
             "CAMPAIGN_NATS_ACK_WAIT": "2",
+            # One partition: the replay below restarts the one consumer, decide.
+            "CAMPAIGN_NATS_PARTITIONS": "1",
             "CAMPAIGN_SMTP_CONNECTIONS": "4",
         }
         self.process = await asyncio.create_subprocess_exec(

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from ingest_support import AUTH, WRITE_KEY, Ingest
 
+from engine.bus import event_subject
 from engine.events import EVENT_TYPES
 from engine.natsserver import NatsServer
 
@@ -45,7 +46,7 @@ async def test_each_event_endpoint_publishes_to_its_subject(ingest: Ingest, kind
     body = {"messageId": f"msg-{kind}", **MINIMAL[kind]}
     assert await post(ingest, f"/v1/{kind}", body) == (200, {"success": True})
     [msg] = await ingest.stream()
-    assert msg.subject == f"events.{kind}"
+    assert msg.subject == event_subject({"type": kind, **body})
     assert msg.headers is not None
     assert msg.headers["Nats-Msg-Id"] == f"msg-{kind}"
     wire = orjson.loads(msg.data or b"")
@@ -59,7 +60,7 @@ async def test_the_path_sets_the_type(ingest: Ingest) -> None:
     assert (await post(ingest, "/v1/track", body))[0] == 200
     assert (await post(ingest, "/v1/t", {**body, "messageId": "m2"}))[0] == 200  # analytics.js
     subjects = [msg.subject for msg in await ingest.stream()]
-    assert subjects == ["events.track", "events.track"]
+    assert subjects == [event_subject({**body, "type": "track"})] * 2
 
 
 async def test_missing_message_id_is_generated_and_is_the_msg_id(ingest: Ingest) -> None:
@@ -243,9 +244,7 @@ async def test_a_valid_batch_is_all_published(ingest: Ingest) -> None:
         {"success": True, "accepted": 6},
     )
     messages = await ingest.stream()
-    assert sorted(str(msg.subject) for msg in messages) == sorted(
-        f"events.{k}" for k in EVENT_TYPES
-    )
+    assert sorted(str(msg.subject) for msg in messages) == sorted(event_subject(e) for e in batch)
     for msg in messages:
         assert msg.headers is not None
         assert msg.headers["Nats-Msg-Id"] == orjson.loads(msg.data or b"")["messageId"]

@@ -10,7 +10,7 @@ import pytest
 from ingest_support import message_ids
 from nats.aio.client import Client as NatsClient
 
-from engine.bus import EVENTS_STREAM
+from engine.bus import EVENTS_STREAM, contact_token
 from engine.errors import BusError
 from engine.ingest.publisher import EventPublisher
 from engine.ingest.validate import normalize_for_wire
@@ -28,7 +28,8 @@ async def test_publish_stores_the_event_with_its_msg_id(bus: NatsClient) -> None
     wire = normalize_for_wire({"type": "identify", "userId": "u1"}, time.time())
     await publisher.publish(wire)
     msg = await js.get_msg(EVENTS_STREAM, 1)
-    assert msg.subject == "events.identify"
+    # The contact's token in the subject: what partitions it (engine.bus).
+    assert msg.subject == f"events.identify.{contact_token('u1')}"
     assert msg.headers == {"Nats-Msg-Id": wire["messageId"]}
     assert orjson.loads(msg.data or b"") == wire
 
@@ -59,7 +60,8 @@ async def test_a_missing_stream_is_a_bus_error(bus: NatsClient) -> None:
     await js.delete_stream(EVENTS_STREAM)
     telemetry = Telemetry("test")
     publisher = EventPublisher(js, telemetry)
-    expected = "no JetStream stream stores events.track (is the EVENTS stream set up?)"
+    subject = f"events.track.{contact_token('u1')}"
+    expected = f"no JetStream stream stores {subject} (is the EVENTS stream set up?)"
     with pytest.raises(BusError) as caught:
         await publisher.publish(event("m1"))
     assert str(caught.value) == expected
