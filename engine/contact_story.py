@@ -125,6 +125,14 @@ def profile(conn: sa.Connection, row: Any) -> dict[str, Any]:
         "last_seen_at": row.last_seen_at,
         "updated_at": row.updated_at,
         "counts": {"events": count(a), "enrollments": count(e), "emails": count(i)},
+        # Lifetime value from the contact's orders (engine/clv.py), as segments and templates
+        # read it.
+        "orders": {
+            "count": int(row.orders or 0),
+            "lifetime_value": float(row.lifetime_value or 0),
+            "first_at": row.first_order_at,
+            "last_at": row.last_order_at,
+        },
         "blocked": {
             "marketing": blockers(row, suppression, "marketing"),
             "transactional": blockers(row, suppression, "transactional"),

@@ -331,6 +331,14 @@ class ContactsPage(QWidget):
             f" {counts.get('enrollments', 0)} enrollments \u00b7 {counts.get('emails', 0)}"
             " emails</span>"
         )
+        orders = reply.get("orders") or {}
+        if orders.get("count"):
+            value, count = float(orders.get("lifetime_value") or 0), int(orders["count"])
+            lines[-1] += (
+                f" &nbsp; <span style='color:{muted}'>lifetime value {value:,.2f} over"
+                f" {count} order{'s' if count != 1 else ''} (average {value / count:,.2f}),"
+                f" last {moment(orders.get('last_at'))}</span>"
+            )
         blocked = reply.get("blocked") or {}
         for category in ("marketing", "transactional"):
             reasons = blocked.get(category) or []

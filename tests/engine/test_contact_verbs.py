@@ -185,6 +185,23 @@ async def test_the_decisions_of_a_real_enrollment_and_why_it_was_sent(node: Node
     assert line[-1]["status"] == "sent"
 
 
+async def test_the_profile_shows_the_lifetime_value_of_the_contacts_orders(node: Node) -> None:
+    user, address = "u-orders", f"orders-{uuid.uuid4().hex[:6]}@example.com"
+    await track(node, user, "Order Completed", address, order_id="o1", total=30.5)
+    await track(node, user, "Order Completed", address, order_id="o2", revenue=12)
+
+    async def both() -> Any:
+        try:
+            shown = await call(node, "contacts.show", {"contact": user})
+        except ControlError:  # not decided yet: no such contact
+            return None
+        return shown if shown["orders"]["count"] == 2 else None
+
+    shown = await wait_for(both, "two orders on the profile")
+    assert shown["orders"]["lifetime_value"] == pytest.approx(42.5)
+    assert shown["orders"]["first_at"] <= shown["orders"]["last_at"]
+
+
 async def test_why_not_names_the_first_reason(node: Node) -> None:
     clock = clock_of(node)
     # Never the trigger's event: the nearest one is named.
