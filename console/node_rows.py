@@ -150,13 +150,16 @@ def node_rows(
         info = model.node_info(name)
         health = model.health(name)
         status, checks = health_status(health)
+        role = (info.role if info else "") or str(health.get("role") or "")
+        # Partitions are decide's: a deliver or http node has none to hold ("—", not "none").
+        decides = role not in ("deliver", "http")
         row: dict[str, Any] = {
             "name": name,
             "label": name,
-            "role": (info.role if info else "") or str(health.get("role") or "") or "\u2014",
+            "role": role or "\u2014",
             "identity": _identity(info.version if info else "", info.pid if info else None),
             "uptime": info.uptime(now) if info and reporting else None,
-            "partitions": partition_words(info.partitions if info else None),
+            "partitions": partition_words(info.partitions if info and decides else None),
             "partition_count": len(info.partitions) if info and info.partitions else 0,
             "reporting": reporting,
             "checks": checks,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -115,6 +116,23 @@ def partition_transform(partitions: int) -> SubjectTransform | None:
         src="events.*.*",
         dest=f"events.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{partition({partitions},2)}}}}",
     )
+
+
+_PARTITION_DEST = re.compile(r"\{\{\s*partition\(\s*(\d+)\s*,")
+
+
+async def stream_partitions(js: JetStreamContext) -> int | None:
+    """The partition layout the EVENTS stream already has (1 without a transform), or None
+    when there is no stream yet: a node on "automatic" joins the layout it finds rather than
+    re-laying the decide consumers under the nodes already running."""
+    try:
+        info = await js.stream_info(EVENTS_STREAM)
+    except NotFoundError:
+        return None
+    transform = info.config.subject_transform
+    dest = transform.dest if transform is not None else ""
+    found = _PARTITION_DEST.search(dest or "")
+    return int(found.group(1)) if found else 1
 
 
 async def connect(

@@ -59,8 +59,9 @@ class NatsSettings:
     stream_replicas: int = 1
     max_age_days: float = 7.0
     ack_wait: float = 30.0  # seconds before events held by a crashed decide node come back
-    # Decide partitions of the EVENTS stream (docs/cluster.md): 0 picks 1 with the embedded
-    # server and 16 with an external NATS. Every node of a cluster must use the same number.
+    # Decide partitions of the EVENTS stream (docs/cluster.md): 0 joins the layout the stream
+    # has, else picks 1 with the embedded server and 16 with an external NATS. A number set
+    # explicitly must be the same on every node of a cluster.
     partitions: int = 0
     # Seconds a decide node's partition leases outlive its last renewal (renewed every second):
     # how long a dead node's partitions wait before the others take them over.

@@ -118,6 +118,7 @@ class Node:
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     _http: Any = None
     components: dict[str, Any] = field(default_factory=dict)
+    partitions: int = 1  # decide partitions of the EVENTS stream in force (docs/cluster.md)
     _store_health: StoreHealth = field(init=False)
 
     def __post_init__(self) -> None:
@@ -231,12 +232,18 @@ class Node:
             nkey_seed=auth.get("nkey_seed"),
         )
         self.js = self.nc.jetstream()
+        # "Automatic" joins the layout a running cluster has (a node started later with
+        # --nats must not re-lay the first node's decide consumers); a stream not made yet
+        # gets the default: 1 on the embedded server, 16 on an external NATS.
+        self.partitions = settings.nats.partition_count()
+        if not settings.nats.partitions:
+            self.partitions = await bus.stream_partitions(self.js) or self.partitions
         await bus.ensure_streams(
             self.js,
             replicas=settings.nats.stream_replicas,
             max_age_days=settings.nats.max_age_days,
             ack_wait=settings.nats.ack_wait,
-            partitions=settings.nats.partition_count(),
+            partitions=self.partitions,
         )
 
         # Store, then the starter workflows and templates on a fresh database.
@@ -485,7 +492,7 @@ class Node:
             decide = DecidePartitions(
                 nc=self.nc,
                 node=node,
-                partitions=settings.nats.partition_count(),
+                partitions=self.partitions,
                 make_worker=make_worker,
                 telemetry=self.telemetry,
                 replicas=settings.nats.stream_replicas,

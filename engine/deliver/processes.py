@@ -57,9 +57,10 @@ def child_settings(
     data["engine"].update(
         role="deliver", node=f"{settings.engine.node}-deliver{index}", deliver_processes=0
     )
-    # The parent's partition count, which the embedded server's "automatic" would not give:
-    # a child's ensure_streams must keep the parent's decide consumers.
-    data["nats"].update(url=nats_url, token=nats_token, partitions=settings.nats.partition_count())
+    # The parent's partition count as set; on "automatic" the child joins the layout the
+    # parent laid (engine.bus.stream_partitions), so its ensure_streams keeps the parent's
+    # decide consumers.
+    data["nats"].update(url=nats_url, token=nats_token, partitions=settings.nats.partitions)
     if nats_auth and "user" in nats_auth:  # the parent's own NATS user (docs/access.md)
         data["nats"].update(user=nats_auth["user"], password=nats_auth.get("password", ""))
     data["database"]["url"] = settings.database_url()

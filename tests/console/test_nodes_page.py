@@ -241,7 +241,7 @@ def test_failing_checks_show_on_the_node_its_detail_and_the_top_bar_pills(
         snap["health"].update(store="healthy", routes="healthy", details={})
         client.ingest(snap)
         snap = bad.snapshot()
-        snap["role"] = "deliver"
+        snap["role"] = "all"  # decides (partitions) and delivers (routes)
         snap["partitions"] = [4, 5]
         snap["health"].update(store="failing", routes="failing", details=details)
         client.ingest(snap)

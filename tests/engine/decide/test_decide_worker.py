@@ -13,7 +13,7 @@ from conftest import MakeStack
 from decide_support import DecideStack, identify, intents, rows, starters, track
 from nats.aio.client import Client as NatsClient
 
-from engine.bus import DECIDE_CONSUMER, EVENTS_STREAM, ensure_streams
+from engine.bus import DECIDE_CONSUMER, EVENTS_STREAM, ensure_streams, stream_partitions
 from engine.clock import ManualClock
 from engine.decide import DecideWorker
 from engine.decide.worker import MAKE_WAY_MAX
@@ -244,3 +244,16 @@ async def test_make_way_is_bounded() -> None:
     started = time.perf_counter()
     await DecideWorker._make_way(SimpleNamespace(urgent=lambda: True))  # type: ignore[arg-type]
     assert time.perf_counter() - started < MAKE_WAY_MAX + 0.05  # generous: a shared machine
+
+
+async def test_a_node_on_automatic_partitions_joins_the_layout_the_stream_has(
+    bus: NatsClient,
+) -> None:
+    js = bus.jetstream()
+    assert await stream_partitions(js) == 1  # laid by the fixture: one partition
+    await ensure_streams(js, partitions=4)
+    assert await stream_partitions(js) == 4
+    names = {c.name for c in await js.consumers_info(EVENTS_STREAM)}
+    assert {f"{DECIDE_CONSUMER}-{p}" for p in range(4)} <= names
+    await js.delete_stream(EVENTS_STREAM)
+    assert await stream_partitions(js) is None  # no stream yet: the node's default applies
