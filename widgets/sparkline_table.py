@@ -433,3 +433,17 @@ class SparklineTableView(QTableView):
             self._activate(self.currentIndex())
             return
         super().keyPressEvent(event)
+
+    def fit_rows(self, minimum: int = 4) -> None:
+        """As tall as its rows (at least ``minimum``), so a few rows do not float in a tall box
+        and a page scrolls instead of the table."""
+        model = self.model()
+        rows = max(model.rowCount() if model is not None else 0, minimum)
+        height = (
+            self.horizontalHeader().height()
+            + rows * self.verticalHeader().defaultSectionSize()
+            + 2 * self.frameWidth()
+            + 2
+        )
+        if self.height() != height:
+            self.setFixedHeight(height)

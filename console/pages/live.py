@@ -493,7 +493,7 @@ class LivePage(QWidget):
         wf_header.setSpacing(12)
         wf_header.addWidget(wf_title)
         wf_header.addWidget(self.workflow_note, 1)
-        self._fit_workflow_table()
+        self.workflow_table.fit_rows()
 
         inner = QWidget()
         column = QVBoxLayout(inner)
@@ -728,7 +728,7 @@ class LivePage(QWidget):
             if rows
             else "No workflow has been triggered yet."
         )
-        self._fit_workflow_table()
+        self.workflow_table.fit_rows()
 
     @staticmethod
     def _new_stage_bar(stages: Sequence[tuple[str, str]]) -> StageBar:
@@ -750,19 +750,6 @@ class LivePage(QWidget):
         layout.replaceWidget(self.stage_bar, bar)
         self.stage_bar.deleteLater()
         self.stage_bar = bar
-
-    def _fit_workflow_table(self) -> None:
-        """As tall as its rows (at least four), so the page scrolls instead of the table."""
-        table = self.workflow_table
-        rows = max(self.workflow_model.rowCount(), 4)
-        height = (
-            table.horizontalHeader().height()
-            + rows * table.verticalHeader().defaultSectionSize()
-            + 2 * table.frameWidth()
-            + 2
-        )
-        if table.height() != height:
-            table.setFixedHeight(height)
 
     def _update_demo_button(self) -> None:
         busy = self._demo_op is not None and not self._demo_op.done()

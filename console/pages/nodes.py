@@ -333,7 +333,7 @@ class NodesPage(QWidget):
         if self.table_model.set_ordered_rows(rows) and selected is not None:
             self.select(selected)
         self.states.setCurrentWidget(self._body)
-        self._fit_table()
+        self.table.fit_rows()
         silent = [r["label"] for r in rows if r["name"] != TOTALS and not r["reporting"]]
         words = f"{len(nodes) - len(silent)} of {len(nodes)} nodes reporting"
         if silent:
@@ -348,19 +348,6 @@ class NodesPage(QWidget):
             self.summary.setText(words)
         self.summary.setStyleSheet(f"color: {colour.name()}")
         self._selection_changed()
-
-    def _fit_table(self) -> None:
-        """As tall as its rows (at least four), so a few nodes do not float in a tall box."""
-        table = self.table
-        rows = max(self.table_model.rowCount(), 4)
-        height = (
-            table.horizontalHeader().height()
-            + rows * table.verticalHeader().defaultSectionSize()
-            + 2 * table.frameWidth()
-            + 2
-        )
-        if table.height() != height:
-            table.setFixedHeight(height)
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows shown (nodes by name, then the totals)."""
