@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from engine import broadcasts
 from engine.control import ControlError, ControlServer, check_keys
 from engine.deliver.routes import known_routes
-from engine.store import Store
 
 if TYPE_CHECKING:
     from engine.node import Node
@@ -39,10 +38,7 @@ def _flag(args: dict[str, Any], key: str) -> bool:
 def register_broadcast_operations(control: ControlServer, node: Node) -> None:
     """Register the broadcast verbs on the node's control server."""
 
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     def poke() -> None:
         service = node.components.get("broadcasts")

@@ -28,7 +28,6 @@ from engine import contact_story
 from engine.control import ControlError, ControlServer, check_keys, limit_arg, required_text
 from engine.decide.registry import WorkflowRegistry
 from engine.segments.membership import SegmentRegistry
-from engine.store import Store
 from engine.why_not import why_not
 
 if TYPE_CHECKING:
@@ -38,10 +37,7 @@ if TYPE_CHECKING:
 def register_contact_operations(control: ControlServer, node: Node) -> None:
     """Register the contact verbs on the node's control server."""
 
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     def registry() -> WorkflowRegistry:
         library = node.components.get("library")

@@ -28,7 +28,7 @@ from engine import __version__, bus
 from engine.access import LOCAL_ADMIN, SERVICE_USER, VIEWER
 from engine.clock import Clock, SystemClock
 from engine.config import Settings, parse_hostport
-from engine.control import ControlServer
+from engine.control import ControlError, ControlServer
 from engine.errors import ConfigError
 from engine.health import FAILING, HEALTHY, StoreHealth, routes_check
 from engine.natsserver import NatsServer, NatsUser
@@ -124,6 +124,12 @@ class Node:
     def __post_init__(self) -> None:
         self.telemetry = Telemetry(self.settings.engine.node, self.settings.engine.role)
         self._store_health = StoreHealth(self.telemetry)
+
+    def require_store(self) -> Store:
+        """The open store, for control verbs: a ControlError while it is not open."""
+        if self.store is None:
+            raise ControlError("the store is not open")
+        return self.store
 
     @property
     def data_dir(self) -> Path:

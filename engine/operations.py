@@ -54,10 +54,7 @@ def audit(
 def register_operations(control: ControlServer, node: Node) -> None:
     """Register the node's verbs on its control server."""
 
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     async def ping(args: dict[str, Any], actor: str) -> Any:
         # "verbs": what this engine serves (the console enables "Pause all sending" on it).

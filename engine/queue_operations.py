@@ -19,7 +19,6 @@ from engine.deliver.model import CANCELLED
 from engine.deliver.queues import ALL, DOMAIN, ROUTE, WORKFLOW, Scope, Selection
 from engine.deliver.routes import known_routes as configured_routes
 from engine.errors import ConfigError
-from engine.store import Store
 
 if TYPE_CHECKING:
     from engine.node import Node
@@ -102,10 +101,7 @@ def known_routes(node: Node) -> set[str]:
 def register_queue_operations(control: ControlServer, node: Node) -> None:
     """Register the queue control verbs on the node's control server."""
 
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     async def run(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         return await asyncio.to_thread(work)

@@ -46,7 +46,7 @@ from engine.segments.evaluate import explain, holds
 from engine.segments.membership import SegmentRegistry, load_profiles
 from engine.segments.model import SEGMENT_ID, SegmentInvalid
 from engine.segments.preview import count_draft, parse_draft
-from engine.store import Store, schema
+from engine.store import schema
 
 if TYPE_CHECKING:
     from engine.node import Node
@@ -67,10 +67,7 @@ def _number(args: dict[str, Any], key: str, default: float, low: float, high: fl
 def register_segment_operations(control: ControlServer, node: Node) -> None:
     """Register the segment verbs on the node's control server."""
 
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     def registry() -> SegmentRegistry:
         found = node.components.get("segments")

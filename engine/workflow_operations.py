@@ -47,7 +47,7 @@ from engine.decide.workflow_check import Problem, check_workflow
 from engine.decide.workflow_toml import to_toml
 from engine.deliver.routes import known_routes
 from engine.errors import WorkflowInvalid
-from engine.store import Store, schema
+from engine.store import schema
 
 if TYPE_CHECKING:
     from engine.decide import WorkflowRegistry
@@ -213,10 +213,7 @@ def step_counts(conn: sa.Connection, wid: str, version: int, step_ids: list[str]
 def register_workflow_operations(control: ControlServer, node: Node) -> None:
     """Register the workflow editor's verbs on the node's control server."""
 
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     def registry() -> WorkflowRegistry:
         found = node.components.get("library")

@@ -151,10 +151,7 @@ def draft_source(
 def register_template_operations(control: ControlServer, node: Node) -> None:
     """Register the template editor's verbs on the node's control server."""
 
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     def lib() -> Library:
         found = node.components.get("library")

@@ -24,7 +24,6 @@ from engine.decide.durations import parse_duration
 from engine.experiments.model import Experiment
 from engine.experiments.results import conversions_summary, experiment_results, promote
 from engine.experiments.value import DEFAULT_WINDOW_S
-from engine.store import Store
 
 if TYPE_CHECKING:
     from engine.node import Node
@@ -67,10 +66,7 @@ def current_experiments(node: Node, workflow: str | None = None) -> list[Experim
 def register_experiment_operations(control: ControlServer, node: Node) -> None:
     """Register ``conversions.summary``, ``experiments.results`` and ``experiments.promote``."""
 
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     async def summary(args: dict[str, Any], actor: str) -> Any:
         since = args.get("since", 0)

@@ -21,7 +21,7 @@ from engine.control import ControlError, ControlServer
 from engine.offers.issue import pool_counts
 from engine.offers.model import Offer
 from engine.offers.verify import verify_code
-from engine.store import Store, schema
+from engine.store import schema
 
 if TYPE_CHECKING:
     from engine.decide.registry import WorkflowRegistry
@@ -53,10 +53,7 @@ def offers_of(registry: WorkflowRegistry) -> dict[str, Offer]:
 
 
 def register_offer_operations(control: ControlServer, node: Node) -> None:
-    def store() -> Store:
-        if node.store is None:
-            raise ControlError("the store is not open")
-        return node.store
+    store = node.require_store
 
     def registry() -> WorkflowRegistry:
         library = node.components.get("library")

@@ -167,6 +167,8 @@ def test_dry_run_prints_what_a_draft_would_send(
     assert code == 2 and "3 events were recorded in this window, more than the 2" in err
     code, _, err = run(capsys, "dry-run", "--workflow", str(tmp_path / "nope.toml"), *common)
     assert code == 2 and "cannot read" in err
+
+
 def test_clv_rebuild_counts_history_with_progress_segments_and_audit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
