@@ -198,6 +198,19 @@ async def connect(
     return client
 
 
+async def settle(nc: NatsClient, timeout: float = 5.0) -> None:
+    """Return once the server has processed everything sent on ``nc`` so far.
+
+    ``flush()`` alone does not promise that: nats-py (2.16) writes its PING straight to the
+    socket while a SUB from ``subscribe()`` may still wait in the client's pending buffer, so the
+    PONG can come back before the server knows the subscription, and another client's request
+    meets "no responders". By the first PONG the flusher has written the pending buffer; the
+    second PING goes out behind it.
+    """
+    await nc.flush(timeout=max(1, round(timeout)))
+    await nc.flush(timeout=max(1, round(timeout)))
+
+
 async def ensure_streams(
     js: JetStreamContext,
     *,

@@ -19,8 +19,10 @@ import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 
 from engine.access import LOCAL_ADMIN, AccessDenied, check, control_subject
+from engine.bus import settle
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,10 @@ class ControlServer:
         for target in (self.node, "all"):
             subject = control_subject("*", target, ">")
             self._subs.append(await self._nc.subscribe(subject, cb=self._on_request))
+        try:
+            await settle(self._nc)  # serving when start() returns, not a moment later
+        except NatsError:  # reconnecting: the subscriptions go out when it is back
+            log.warning("control subscriptions not yet confirmed by NATS", exc_info=True)
 
     async def stop(self) -> None:
         for sub in self._subs:

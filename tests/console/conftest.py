@@ -37,6 +37,7 @@ from console import pages
 from console.client import EngineClient
 from console.main_window import MainWindow
 from console.stack import StackConnection, engine_command
+from engine.bus import settle
 from tests.screens import screenshot_dir
 from widgets import theme
 
@@ -128,7 +129,7 @@ async def serve_control(url: str, token: str, node: str, replies: dict[str, Any]
 
     await nc.subscribe(f"control.*.{node}.>", cb=on_request)
     await nc.subscribe("control.*.all.>", cb=on_request)
-    await nc.flush()
+    await settle(nc)
     return nc, seen
 
 

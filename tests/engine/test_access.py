@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from nats.aio.client import Client as NatsClient
 
 from engine.access import ADMIN, MARKETER, ROLES, SUPPORT, VERBS, VIEWER, allowed, inbox_prefix
+from engine.bus import settle
 from engine.config import load_settings
 from engine.control import ControlError, ControlServer, request
 from engine.node import ADMIN_SECRET, SERVICE_SECRET, Connection, Node
@@ -227,7 +228,7 @@ async def test_a_forged_subject_is_refused_by_nats(team: Team) -> None:
     vic.errors.clear()
     await vic.nc.subscribe("control.>")
     await vic.nc.subscribe("_INBOX.admin.>")
-    await vic.nc.flush()
+    await settle(vic.nc)
     await asyncio.sleep(0.2)
     assert sum("permissions violation for subscription" in e.lower() for e in vic.errors) == 2
     # The real admin, on its own subject, is served (so the refusal above was the forgery).

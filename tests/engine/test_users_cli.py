@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from engine.access import inbox_prefix
+from engine.bus import settle
 from engine.cli import main
 from engine.config import load_settings
 from engine.control import request
@@ -135,7 +136,7 @@ async def test_nats_config_runs_an_external_server(
         for _ in range(100):
             try:
                 engine = await nats.connect(
-                    url, user="engine-prod", password="engine prod password"
+                    url, user="engine-prod", password="engine prod password", allow_reconnect=False
                 )
                 break
             except (nats.errors.Error, OSError):
@@ -160,7 +161,7 @@ async def test_nats_config_runs_an_external_server(
             await msg.respond(b'{"ok": true, "result": "pong"}')
 
         await engine.subscribe("control.*.all.>", cb=on_request)
-        await engine.flush()
+        await settle(engine)
         assert await request(ana, "all", "ping", user="ana") == "pong"
         with pytest.raises(nats.errors.TimeoutError):
             await request(ana, "all", "ping", user="admin", timeout=0.5)
