@@ -14,13 +14,15 @@ Subjects:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -35,12 +37,14 @@ from nats.js.api import (
     SubjectTransform,
 )
 from nats.js.errors import APIError as JetStreamAPIError
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from engine.access import inbox_prefix
 from engine.errors import BusError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EVENTS_STREAM = "EVENTS"
 EVENTS_SUBJECTS = ["events.>"]
@@ -209,6 +213,37 @@ async def settle(nc: NatsClient, timeout: float = 5.0) -> None:
     """
     await nc.flush(timeout=max(1, round(timeout)))
     await nc.flush(timeout=max(1, round(timeout)))
+
+
+# How long a starting node waits for a JetStream cluster that is settling.
+JETSTREAM_WAIT_S = 60.0
+# What a JetStream cluster answers while it elects a leader or a restarted server catches up.
+JETSTREAM_SETTLING = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    ServiceUnavailableError,
+)
+
+
+async def when_jetstream_answers(
+    step: Callable[[], Awaitable[T]], *, within: float, what: str
+) -> T:
+    """Run ``step`` (JetStream API calls), again while the cluster is settling, for up to
+    ``within`` seconds: a node started while a NATS server restarts or a meta leader is being
+    elected waits for it instead of exiting. Other errors, and the last one, go through."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    told = False
+    while True:
+        try:
+            return await step()
+        except JETSTREAM_SETTLING as exc:
+            if loop.time() >= deadline:
+                raise BusError(f"{what}: JetStream did not answer within {within:.0f} s") from exc
+            if not told:
+                log.warning("%s: JetStream is not answering yet (%s); waiting", what, exc)
+                told = True
+            await asyncio.sleep(0.5)
 
 
 async def ensure_streams(

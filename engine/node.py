@@ -210,6 +210,20 @@ class Node:
             await self.stop()
             raise
 
+    async def _ensure_streams(self) -> None:
+        settings = self.settings
+        assert self.js is not None
+        if not settings.nats.partitions:  # 0: adopt the stream's layout
+            found = await bus.stream_partitions(self.js)
+            self.partitions = found or settings.nats.partition_count()
+        await bus.ensure_streams(
+            self.js,
+            replicas=settings.nats.stream_replicas,
+            max_age_days=settings.nats.max_age_days,
+            ack_wait=settings.nats.ack_wait,
+            partitions=self.partitions,
+        )
+
     async def _start(self) -> None:
         from engine.library import load_library, seed_library
 
@@ -242,14 +256,8 @@ class Node:
         # --nats must not re-lay the first node's decide consumers); a stream not made yet
         # gets the default: 1 on the embedded server, 16 on an external NATS.
         self.partitions = settings.nats.partition_count()
-        if not settings.nats.partitions:
-            self.partitions = await bus.stream_partitions(self.js) or self.partitions
-        await bus.ensure_streams(
-            self.js,
-            replicas=settings.nats.stream_replicas,
-            max_age_days=settings.nats.max_age_days,
-            ack_wait=settings.nats.ack_wait,
-            partitions=self.partitions,
+        await bus.when_jetstream_answers(
+            self._ensure_streams, within=bus.JETSTREAM_WAIT_S, what="setting up the EVENTS stream"
         )
 
         # Store, then the starter workflows and templates on a fresh database.

@@ -149,7 +149,9 @@ class DecidePartitions:
         """Join (create the bucket if needed), take this node's share, and keep it up to date.
         ``wait``: how long to keep trying for the first share (a restarted node's old leases
         may still run out)."""
-        self._kv = await self._bucket()
+        self._kv = await bus.when_jetstream_answers(
+            self._bucket, within=bus.JETSTREAM_WAIT_S, what="joining the decide leases"
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"decide-{self.node}")
         deadline = time.monotonic() + wait
         await self._tick()
