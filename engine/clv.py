@@ -112,12 +112,33 @@ def _add_statement() -> sa.Update:
 _ADD = _add_statement()
 
 
-def apply_orders(conn: Connection, events: Iterable[Event]) -> int:
+# The same update for the SQLite hot path (engine/decide/lite.py): Core's per-row parameter
+# processing of the executemany above was 4-10% of the engine's samples on an orders backlog.
+_LITE_ADD = (
+    "UPDATE contacts SET lifetime_value = lifetime_value + ?, orders = orders + ?, "
+    "first_order_at = CASE WHEN first_order_at IS NULL OR first_order_at > ? THEN ? "
+    "ELSE first_order_at END, "
+    "last_order_at = CASE WHEN last_order_at IS NULL OR last_order_at < ? THEN ? "
+    "ELSE last_order_at END WHERE id = ?"
+)
+
+
+def apply_orders(conn: Connection, events: Iterable[Event], *, raw_sqlite: bool = False) -> int:
     """Add this batch's orders to their contacts (rows already written); returns how many
-    contacts changed. Nothing is executed when the batch has no order."""
+    contacts changed. Nothing is executed when the batch has no order. ``raw_sqlite``: run
+    it on the SQLite cursor (the decide hot path's ``sql.lite``)."""
     totals = batch_totals(events)
     if not totals:
         return 0
+    if raw_sqlite:
+        from engine.decide import lite  # the decide package imports this module
+
+        rows = [
+            (t.value, t.orders, t.first_at, t.first_at, t.last_at, t.last_at, cid)
+            for cid, t in sorted(totals.items())
+        ]
+        lite.run_many(conn, _LITE_ADD, rows)
+        return len(totals)
     conn.execute(
         _ADD,
         [

@@ -263,7 +263,8 @@ class DecideBatch:
             decider.apply(event, contact, recent, now)
             outcome.received_at.append(event.received_at)
         write_contacts(conn, sql, contacts.values(), now)
-        apply_orders(conn, events)  # lifetime value: nothing runs for a batch without orders
+        # Lifetime value: nothing runs for a batch without orders.
+        apply_orders(conn, events, raw_sqlite=sql.lite)
         consented = write_consent(conn, contacts.values(), now)
         if sql.lite:
             lite.insert_activity(conn, [activity_row(e) for e in events])
