@@ -207,8 +207,12 @@ async def running_engine(
         "CAMPAIGN_ENGINE_DELIVER_PROCESSES": str(args.deliver_processes),
         "CAMPAIGN_ENGINE_EVENT_LOOP": getattr(args, "event_loop", "uvloop"),
     }
+    # The engine's output goes to a file: a pipe no one reads fills up and stalls the engine on
+    # its next log line.
+    log_path = data.parent / f"{data.name}.log"
+    log_file = log_path.open("wb")
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not on a hot path
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env
     )
     try:
         conn_file = data / "engine.json"
@@ -216,7 +220,7 @@ async def running_engine(
         conn: dict[str, Any] = {}
         while not conn:
             if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
+                out = log_path.read_text(errors="replace")[-4000:]
                 raise SystemExit(f"engine did not start:\n{out}")
             await asyncio.sleep(0.1)
             try:  # written once the node is up; may be caught half-written
@@ -239,6 +243,7 @@ async def running_engine(
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log_file.close()
 
 
 @dataclass
