@@ -68,7 +68,7 @@ OUTCOMES = (
 )
 ATTEMPTED = ("sent", "deferred", "bounced", "failed", "uncertain")
 ERRORS = ("failed", "bounced", "uncertain")
-STAGES = ("ingest", "decide", "render", "smtp")
+STAGES = ("ingest", "decide", "claim", "render", "smtp")
 """Pipeline stages in order (``stage_seconds{stage}``); unknown stages are appended after."""
 
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')

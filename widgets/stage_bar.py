@@ -15,6 +15,7 @@ from widgets.format import Formatter, format_duration
 DEFAULT_STAGES: tuple[tuple[str, str], ...] = (
     ("ingest", "ingest"),
     ("decide", "decide"),
+    ("claim", "claim"),
     ("render", "render"),
     ("smtp", "SMTP"),
 )

@@ -350,9 +350,12 @@ class DeliveryService:
     async def _claim(self, limit: int, ids: list[str] | None) -> ClaimBatch:
         now = self._clock.now()
         lease_until = now + self.tuning.lease_seconds
+        started = time.perf_counter()
         batch = await self._run_blocking(
             lambda: self._ledger.claim(now=now, lease_until=lease_until, limit=limit, ids=ids)
         )
+        if batch.intents:
+            self._telemetry.observe("stage_seconds", time.perf_counter() - started, stage="claim")
         # Catalog data (current prices, the cart, recommendations; the alert re-check) only
         # for the intents whose template reads it or that are catalog alerts.
         uses = self._composer.renderer.variables

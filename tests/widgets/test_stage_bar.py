@@ -7,7 +7,7 @@ from pytestqt.qtbot import QtBot
 
 from widgets.stage_bar import StageBar
 
-VALUES = {"ingest": 0.0012, "decide": 0.0085, "render": 0.021, "smtp": 0.142}
+VALUES = {"ingest": 0.0012, "decide": 0.0085, "claim": 0.0004, "render": 0.021, "smtp": 0.142}
 
 
 def test_slowest_stage_and_summary(qtbot: QtBot) -> None:
@@ -19,6 +19,7 @@ def test_slowest_stage_and_summary(qtbot: QtBot) -> None:
     assert bar.total() == sum(VALUES.values())
     assert bar.summary() == (
         "ingest 1.2 ms \u00b7 <1% \u2192 decide 8.5 ms \u00b7 5% \u2192 "
+        "claim 400 \u00b5s \u00b7 <1% \u2192 "
         "render 21 ms \u00b7 12% \u2192 SMTP 142 ms \u00b7 82%"
     )
     assert bar.toolTip() == bar.summary()

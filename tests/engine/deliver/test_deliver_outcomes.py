@@ -62,8 +62,9 @@ async def test_sent_with_stage_timestamps_headers_and_telemetry(
     counters = telemetry.counters
     assert counters['intents_total{outcome="sent",workflow="browse"}'] == 1
     assert counters['smtp_replies_total{code="250",route="default"}'] == 1
-    for key in ('stage_seconds{stage="render"}', 'stage_seconds{stage="smtp"}', "e2e_seconds"):
-        assert telemetry.histograms[key].count == 1
+    for stage in ("claim", "render", "smtp"):
+        assert telemetry.histograms[f'stage_seconds{{stage="{stage}"}}'].count == 1
+    assert telemetry.histograms["e2e_seconds"].count == 1
     assert smtp_server.commands["QUIT"] >= 1  # stop() says goodbye
 
 
