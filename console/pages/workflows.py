@@ -95,6 +95,7 @@ class WorkflowsPage(QWidget):
         self.table.setHeaderLabels(["Workflow", "Live", "Trigger"])
         self.table.setRootIsDecorated(False)
         self.table.setAlternatingRowColors(True)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.table.itemSelectionChanged.connect(self._picked)
         master = QWidget()
         master_layout = QVBoxLayout(master)
@@ -204,7 +205,7 @@ class WorkflowsPage(QWidget):
         splitter.addWidget(self.right)
         splitter.setChildrenCollapsible(False)
         master.setMinimumWidth(chars * 34)
-        splitter.setSizes([chars * 40, chars * 160])
+        splitter.setSizes([chars * 48, chars * 152])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 12, 16, 12)
         layout.addWidget(splitter, 1)
@@ -278,12 +279,15 @@ class WorkflowsPage(QWidget):
             row.setData(0, ID_ROLE, wf["id"])
             tip = f"{wf['id']} \u00b7 {wf['category']} \u00b7 {wf['versions']} versions"
             row.setToolTip(0, tip)
+            row.setToolTip(2, wf.get("trigger", ""))
             if not live:
                 row.setForeground(1, muted)
             self.table.addTopLevelItem(row)
             if wf["id"] == chosen:
                 row.setSelected(True)
-        for column in range(3):
+        # Name and version fit their text; the trigger takes the rest of the pane and elides
+        # (its tooltip has it whole) rather than pushing a horizontal scroll bar in.
+        for column in range(2):
             self.table.resizeColumnToContents(column)
         self.table.blockSignals(False)
         self._select_wanted()
