@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from engine import bus
 from engine.config import load_settings
@@ -45,7 +46,7 @@ def plain(tmp_path: Path) -> Iterator[tuple[int, str, PlainNats]]:
         server.stop()
 
 
-async def connected(url: str, token: str) -> object:
+async def connected(url: str, token: str) -> NatsClient:
     for _ in range(100):
         try:
             return await bus.connect(url, token=token)
@@ -60,11 +61,11 @@ async def test_a_jetstream_that_never_answers_is_a_clear_error(
     port, token, _ = plain
     nc = await connected(f"nats://127.0.0.1:{port}", token)
     try:
-        js = nc.jetstream()  # type: ignore[attr-defined]
+        js = nc.jetstream()
         with pytest.raises(BusError, match=r"^checking: JetStream did not answer within 1 s"):
             await bus.when_jetstream_answers(js.account_info, within=1.0, what="checking")
     finally:
-        await nc.close()  # type: ignore[attr-defined]
+        await nc.close()
 
 
 async def test_a_node_waits_for_jetstream_then_starts(
