@@ -11,6 +11,16 @@ without blocking writers or readers (SQLite releases the GIL while it works, so 
 checkpoint runs beside the loop, not in it). Durability is unchanged: a commit is durable in the
 WAL exactly as before; the checkpoint only moves pages that are already safe.
 
+Under a steady stream of commits a passive checkpoint never catches up with the log's end, and
+SQLite only starts the log over from its first frame once a checkpoint has moved every frame.
+Left alone the WAL grew without bound (760 MB in 32 s of sending 1,250 emails/s), every commit
+appended to fresh file blocks, which the file system allocates and zeroes (7% of the engine's
+CPU), and the disk filled. So once the log holds more than ``restart_pages``, the thread runs a
+``RESTART`` checkpoint: it waits for the writer of the moment (new writers wait on it for the
+few frames the passive checkpoints left), moves the rest, and the next commit writes from the
+start of the file again, over blocks that already exist. ``journal_size_limit`` (set by
+engine.store.db) shrinks the file back after a burst.
+
 If the thread cannot keep up (or dies), the WAL grows but nothing is lost; ``close`` stops it.
 """
 
@@ -23,16 +33,28 @@ import threading
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 0.5
+# 16,384 pages of 4 KiB: 64 MiB of log, about 3 s of sending at 1,000 emails/s.
+DEFAULT_RESTART_PAGES = 16_384
+# How long a restart may wait for the writer of the moment before it gives up until next turn.
+RESTART_BUSY_MS = 200
 
 
 class WalCheckpointer:
     """A daemon thread checkpointing one SQLite database file's WAL."""
 
-    def __init__(self, path: str, *, interval: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        interval: float = DEFAULT_INTERVAL_S,
+        restart_pages: int = DEFAULT_RESTART_PAGES,
+    ) -> None:
         self.path = path
         self.interval = interval
+        self.restart_pages = restart_pages
         self.checkpoints = 0
         self.pages = 0
+        self.restarts = 0  # times the log was started over from its first frame
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="wal-checkpoint", daemon=True)
 
@@ -52,7 +74,7 @@ class WalCheckpointer:
             log.error("store: cannot open %s for WAL checkpoints: %s", self.path, exc)
             return
         try:
-            db.execute("PRAGMA busy_timeout=10000")
+            db.execute(f"PRAGMA busy_timeout={RESTART_BUSY_MS}")
             while True:
                 stopping = self._stop.wait(self.interval)
                 self.checkpoint(db)
@@ -63,10 +85,24 @@ class WalCheckpointer:
 
     def checkpoint(self, db: sqlite3.Connection) -> None:
         try:
-            _busy, _log_pages, moved = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _busy, log_pages, moved = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # busy or locked: the next turn tries again
             log.debug("store: WAL checkpoint skipped: %s", exc)
             return
         if moved > 0:
             self.checkpoints += 1
             self.pages += moved
+        if log_pages > self.restart_pages:
+            self.restart(db)
+
+    def restart(self, db: sqlite3.Connection) -> None:
+        """Move the frames left and make the next commit start the log over."""
+        try:
+            busy, _log_pages, moved = db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        except sqlite3.Error as exc:
+            log.debug("store: WAL restart skipped: %s", exc)
+            return
+        if moved > 0:
+            self.pages += moved
+        if not busy:  # busy: a reader or the writer held on past the busy timeout; next turn
+            self.restarts += 1

@@ -75,6 +75,10 @@ class Store:
         self.engine.dispose()
 
 
+# 64 MiB: the size a running node's WAL file keeps between restarts.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode("utf-8")
 
@@ -91,6 +95,8 @@ def _sqlite_pragmas(synchronous: str, *, autocheckpoint: bool = True) -> Any:
         cur.execute("PRAGMA cache_size=-65536")
         if not autocheckpoint:  # a WalCheckpointer thread does it, off the event loop
             cur.execute("PRAGMA wal_autocheckpoint=0")
+            # A log restarted after a burst is cut back to this size (engine/store/checkpoint.py).
+            cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cur.close()
 
     return on_connect
