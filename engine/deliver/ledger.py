@@ -133,6 +133,11 @@ def _claim_statement(
             target = _C.id.in_(chosen)
     else:
         target = sa.true()
+    if pick and not pg:
+        # SQLite: the rows are the ones picked (one writer: nothing changes in between). With
+        # the conditions repeated here, the planner scanned the status index over every due
+        # row for each claim (the whole backlog) instead of looking up the picked ids.
+        where = ()
     return (
         sa.update(intents)
         .where(target, *where)
@@ -262,8 +267,8 @@ class Ledger:
         for chunk in _chunks(ids):
             statement = (
                 "UPDATE intents SET status = ?, claimed_by = ?, lease_until = ? "
-                f"WHERE id IN ({', '.join('?' * len(chunk))}) AND status = ? "
-                f"AND next_attempt_at <= ? AND {OPEN_SQL} RETURNING {_LITE_CLAIM_COLUMNS}"
+                f"WHERE id IN ({', '.join('?' * len(chunk))}) AND +status = ? "
+                f"AND +next_attempt_at <= ? AND {OPEN_SQL} RETURNING {_LITE_CLAIM_COLUMNS}"
             )
             params = [CLAIMED, self.owner, lease_until, *chunk, QUEUED, now]
             for v in lite.run(conn, statement, params):
@@ -343,7 +348,7 @@ class Ledger:
                 if self._lite:  # every message waits for this before its dot: no Core overhead
                     statement = (
                         "UPDATE intents SET status = ?, dot_at = ?, lease_until = ? "
-                        f"WHERE id IN ({', '.join('?' * len(chunk))}) AND status = ? "
+                        f"WHERE id IN ({', '.join('?' * len(chunk))}) AND +status = ? "
                         "AND claimed_by = ? RETURNING id"
                     )
                     values = [SENDING, now, lease_until, *chunk, CLAIMED, self.owner]
