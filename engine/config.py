@@ -36,6 +36,9 @@ class EngineSettings:
     activity_days: float = 90.0  # recent activity kept for triggers, waits and windows
     # Separate deliver processes this node starts (role "all" only); 0: deliver in-process.
     deliver_processes: int = 0
+    # Set by a node for its own deliver processes on a SQLite store (never by hand): the node
+    # whose ledger claims and commits for them (engine.deliver.ledger_proxy).
+    ledger_node: str = ""
     # The engine's event loop: "uvloop" (the default; where installed, not on Windows) or
     # "asyncio" (the standard loop: to compare, or to rule the loop out when hunting a bug).
     event_loop: str = "uvloop"

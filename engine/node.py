@@ -385,6 +385,13 @@ class Node:
             from engine.deliver.processes import DeliverProcesses
 
             relay_url = settings.smtp.url or f"smtp://{relay.host}:{relay.port}"
+            if self.store.is_sqlite:  # the children claim and commit through this node
+                from engine.deliver.ledger_proxy import LedgerHost
+
+                ledger_host = LedgerHost(self.nc, self.store, node=settings.engine.node)
+                await ledger_host.start()
+                self._stack.push_async_callback(ledger_host.stop)  # after the children stop
+                self.components["ledger_host"] = ledger_host
             children = DeliverProcesses(
                 settings,
                 nats_url=self.nats_url,
@@ -416,6 +423,11 @@ class Node:
                 *unknown_template_routes(library.template_routes, known),
             ]:
                 log.warning("%s: its intents will fail until the route is configured", problem)
+            remote_ledger = None
+            if settings.engine.ledger_node:  # a deliver process of a node on SQLite
+                from engine.deliver.ledger_proxy import RemoteLedger
+
+                remote_ledger = RemoteLedger(self.nc, host=settings.engine.ledger_node)
             delivery = DeliveryService(
                 store=self.store,
                 renderer=library.renderer,
@@ -428,6 +440,7 @@ class Node:
                 relay=relay,
                 routes=specs,
                 shop=shop_context(settings),
+                remote_ledger=remote_ledger,
             )
             # Route limits hold cluster-wide: this node takes its share among the deliver nodes
             # it hears on NATS. Started first (held until it knows its share) and stopped

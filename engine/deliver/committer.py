@@ -13,11 +13,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any
 
 from engine.clock import Clock
-from engine.deliver.ledger import Ledger
 from engine.deliver.model import Outcome
 from engine.errors import StoreError
 from engine.telemetry import Telemetry
@@ -33,15 +30,15 @@ class GroupCommitter:
 
     def __init__(
         self,
-        ledger: Ledger,
         *,
-        run_blocking: Callable[[Callable[[], Any]], Awaitable[Any]],
+        commit: Callable[..., Awaitable[set[str]]],
+        ping: Callable[[], Awaitable[None]],
         clock: Clock,
         telemetry: Telemetry,
         lease_seconds: float,
     ) -> None:
-        self._ledger = ledger
-        self._run_blocking = run_blocking
+        self._commit_batch = commit  # Ledger.commit's keywords; returns the marked ids
+        self._ping = ping
         self._clock = clock
         self._telemetry = telemetry
         self._lease_seconds = lease_seconds
@@ -158,7 +155,7 @@ class GroupCommitter:
 
     async def _store_answers(self) -> bool:
         try:
-            await self._run_blocking(self._ledger.ping)
+            await self._ping()
         except Exception:
             return False
         return True
@@ -200,15 +197,13 @@ class GroupCommitter:
     ) -> set[str]:
         now = self._clock.now()
         started = time.perf_counter()
-        work = partial(
-            self._ledger.commit,
+        marked = await self._commit_batch(
             now=now,
             dots=[intent_id for intent_id, future in dots if not future.done()],
             lease_until=now + self._lease_seconds,
             outcomes=outcomes,
             renew=renew,
         )
-        marked: set[str] = await self._run_blocking(work)
         self._telemetry.observe("db_commit_seconds", time.perf_counter() - started, stage="deliver")
         self.commits += 1
         return marked

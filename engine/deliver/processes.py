@@ -57,6 +57,8 @@ def child_settings(
     data["engine"].update(
         role="deliver", node=f"{settings.engine.node}-deliver{index}", deliver_processes=0
     )
+    if settings.database_url().startswith("sqlite"):  # one writer: the parent (ledger_proxy)
+        data["engine"]["ledger_node"] = settings.engine.node
     # The parent's partition count as set; on "automatic" the child joins the layout the
     # parent laid (engine.bus.stream_partitions), so its ensure_streams keeps the parent's
     # decide consumers.

@@ -32,6 +32,7 @@ from engine.deliver import outcomes, queues
 from engine.deliver.committer import GroupCommitter
 from engine.deliver.compose import Composer, Identity, check_at_send_time
 from engine.deliver.ledger import Ledger, Recovery
+from engine.deliver.ledger_proxy import RemoteLedger
 from engine.deliver.limits import RouteLimits, Share
 from engine.deliver.model import UNCERTAIN, ClaimBatch, ClaimedIntent, Job, Outcome
 from engine.deliver.policy import DeliveryTuning
@@ -72,6 +73,7 @@ class DeliveryService:
         tuning: DeliveryTuning | None = None,
         shop: Mapping[str, Any] | None = None,
         routes: Mapping[str, RouteSpec] | None = None,
+        remote_ledger: RemoteLedger | None = None,
     ) -> None:
         """``relay`` is the default route's; ``routes`` every route by name (see
         ``routes.route_specs``; its "default", when present, wins over ``relay``). Without
@@ -108,9 +110,12 @@ class DeliveryService:
         self._signing: ThreadPoolExecutor | None = None
         self._signing_workers = 2 if signer is not None else 0
         self._signatures: set[asyncio.Future[Job]] = set()
+        # A deliver process on its parent's SQLite file claims and commits through the parent
+        # (engine.deliver.ledger_proxy); everything else reads and writes the store itself.
+        self._remote = remote_ledger
         self._committer = GroupCommitter(
-            self._ledger,
-            run_blocking=self._run_blocking,
+            commit=self._commit_ledger,
+            ping=self._ping_ledger,
             clock=clock,
             telemetry=telemetry,
             lease_seconds=self.tuning.lease_seconds,
@@ -294,6 +299,18 @@ class DeliveryService:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
+    async def _commit_ledger(self, **changes: Any) -> set[str]:
+        """One group commit (``Ledger.commit``'s keywords), here or by the parent node."""
+        if self._remote is not None:
+            return await self._remote.commit(owner=self.owner, **changes)
+        return await self._run_blocking(partial(self._ledger.commit, **changes))
+
+    async def _ping_ledger(self) -> None:
+        if self._remote is not None:
+            await self._remote.ping(owner=self.owner)
+        else:
+            await self._run_blocking(self._ledger.ping)
+
     def _shutdown_executor(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -351,9 +368,14 @@ class DeliveryService:
         now = self._clock.now()
         lease_until = now + self.tuning.lease_seconds
         started = time.perf_counter()
-        batch = await self._run_blocking(
-            lambda: self._ledger.claim(now=now, lease_until=lease_until, limit=limit, ids=ids)
-        )
+        if self._remote is not None:
+            batch = await self._remote.claim(
+                owner=self.owner, now=now, lease_until=lease_until, limit=limit, ids=ids
+            )
+        else:
+            batch = await self._run_blocking(
+                lambda: self._ledger.claim(now=now, lease_until=lease_until, limit=limit, ids=ids)
+            )
         if batch.intents:
             self._telemetry.observe("stage_seconds", time.perf_counter() - started, stage="claim")
         # Catalog data (current prices, the cart, recommendations; the alert re-check) only

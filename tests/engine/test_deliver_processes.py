@@ -16,6 +16,7 @@ import pytest
 
 from engine import bus
 from engine.config import load_settings, settings_from_data
+from engine.deliver.ledger_proxy import LedgerHost
 from engine.deliver.processes import DeliverProcesses, child_settings
 from engine.deliver.wakeup import ReadyAnnouncer, listen_for_ready
 from engine.errors import ConfigError
@@ -135,6 +136,9 @@ async def test_the_node_sends_through_its_deliver_processes_and_stops_them(node:
         db.close()
     assert len(rows) == 40 and {status for status, _ in rows} == {"sent"}
     assert {owner.split("/")[0] for _, owner in rows} <= {"p1-deliver1", "p1-deliver2"}
+    # On SQLite the children claimed and committed through the parent: one writer.
+    host: LedgerHost = node.components["ledger_host"]
+    assert host.requests >= 2
     await node.stop()
     assert children.procs == []
     assert all(proc.returncode == 0 for proc in procs)  # stopped cleanly, and reaped
@@ -170,3 +174,13 @@ def test_each_process_gets_its_share_of_the_pools_and_the_whole_limits(tmp_path:
     assert esp.domain_concurrency == 1
     assert esp.domains["gmail.com"] == {"concurrency": 4, "per_second": 20}
     assert parent.routes["esp"].per_second == 100  # the parent's settings are untouched
+    assert child.engine.ledger_node == parent.engine.node  # SQLite: the parent writes
+    on_postgres = load_settings(
+        None,
+        environ={},
+        overrides={"database": {"url": "postgresql://127.0.0.1/x"}, "engine": {"node": "pg"}},
+    )
+    data = child_settings(
+        on_postgres, index=1, nats_url="nats://x:1", nats_token="t", relay_url="smtp://x:25"
+    )
+    assert settings_from_data(data, "test").engine.ledger_node == ""

@@ -46,6 +46,7 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from engine.clock import Clock
 from engine.config import Settings
 from engine.deliver import DeliveryService, DeliveryTuning, RelayConfig
+from engine.deliver.ledger_proxy import RemoteLedger
 from engine.deliver.routes import RouteSpec
 from engine.render import Renderer, TemplateSource
 from engine.store import Store, schema
@@ -442,6 +443,7 @@ def make_service(
     tuning: DeliveryTuning = FAST,
     renderer: Renderer | None = None,
     routes: dict[str, RouteSpec] | None = None,
+    remote_ledger: RemoteLedger | None = None,
 ) -> DeliveryService:
     return DeliveryService(
         store=store,
@@ -455,4 +457,5 @@ def make_service(
         relay=relay,
         tuning=tuning,
         routes=routes,
+        remote_ledger=remote_ledger,
     )

@@ -16,6 +16,7 @@ from deliver_support import ScriptedSmtp, add_contact, add_intent
 from engine import bus
 from engine.config import Settings, load_settings
 from engine.control import ControlError, request
+from engine.deliver.ledger_proxy import LedgerHost
 from engine.deliver.processes import DeliverProcesses
 from engine.library import seed_library
 from engine.natsserver import NatsServer
@@ -123,6 +124,10 @@ async def test_deliver_nodes_keep_to_the_route_rate_together_and_take_over_a_dea
     settings = _settings(tmp_path, sink)
     await asyncio.to_thread(_queue, settings, 700)
     nc = await bus.connect(nats_server.url, token=nats_server.token, name="test")
+    # The processes' parent node "cl" claims and commits for them (SQLite: one writer).
+    store = open_store(settings.database_url())
+    host = LedgerHost(nc, store, node="cl")
+    await host.start()
     children = DeliverProcesses(
         settings,
         nats_url=nats_server.url,
@@ -165,6 +170,8 @@ async def test_deliver_nodes_keep_to_the_route_rate_together_and_take_over_a_dea
         assert victim.poll() == -9 and settled - killed == pytest.approx(took, abs=0.5)
     finally:
         await children.stop()
+        await host.stop()
+        store.dispose()
         await nc.drain()
         await sink.stop()
     # Every message went to one recipient once: nothing twice.

@@ -1,0 +1,229 @@
+"""The ledger of a node's deliver processes, written by the node itself: one SQLite writer.
+
+``engine.deliver_processes`` moves rendering and SMTP to child processes, so decide and deliver
+run on two cores. On a SQLite store the children used to claim and commit in the same file as
+the parent, and measured slower than one process: SQLite has one writer, so a child waited
+about half its time for the write lock (held by decide through each batch), and every commit
+by the other process emptied its page cache (docs/nodes.md).
+
+So a child on a SQLite store does not write the hot path itself. Its two hot operations, the
+claim of notified intents (which also loads their contacts and suppressions) and the group
+commit of dot markers and outcomes, are requests to its parent over NATS
+(``ledger.<parent node>.claim|commit|ping``), which runs exactly the statements the child would
+have run, fenced by the child's own claim owner, on the parent's connection, between its
+decide batches. The parent keeps one writer and one warm page cache; the child keeps the
+CPU-heavy part (composing, signing, SMTP). The promises hold unchanged: a dot marker is
+committed before the reply that lets the child write the final dot, and an unanswered request
+is a store error, which hands the intent back before its dot or leaves it to recovery after.
+
+The rest of the child's store work (recovery, queue depth, pauses, catalog data) is rare and
+reads or writes the file directly as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import nats.errors
+import orjson
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from engine.deliver.ledger import Ledger
+from engine.deliver.model import ClaimBatch, ClaimedIntent, ContactRow, Outcome
+from engine.errors import StoreError
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 10.0  # as long as SQLite's own busy timeout: then "the store does not answer"
+_OWNERS_KEPT = 64  # ledgers kept per claim owner (a restarted child is a new owner)
+
+
+def ledger_subject(node: str, verb: str) -> str:
+    """The subject of a ``verb`` request (claim, commit, ping) to ``node``'s ledger."""
+    return f"ledger.{node}.{verb}"
+
+
+# -- the wire format: orjson, intents as positional rows --------------------------------------
+
+_INTENT_FIELDS = ClaimedIntent.__slots__
+_CONTACT_FIELDS = ContactRow.__slots__
+
+
+def encode_batch(batch: ClaimBatch) -> dict[str, Any]:
+    return {
+        "intents": [[getattr(i, f) for f in _INTENT_FIELDS] for i in batch.intents],
+        "contacts": [[getattr(c, f) for f in _CONTACT_FIELDS] for c in batch.contacts.values()],
+        "suppressions": batch.suppressions,
+    }
+
+
+def decode_batch(data: dict[str, Any]) -> ClaimBatch:
+    contacts = [ContactRow(*row) for row in data["contacts"]]
+    return ClaimBatch(
+        intents=[ClaimedIntent(*row) for row in data["intents"]],
+        contacts={c.id: c for c in contacts},
+        suppressions=dict(data["suppressions"]),
+    )
+
+
+def encode_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    return list(outcomes)  # orjson writes a dataclass as an object of its fields
+
+
+def decode_outcomes(data: list[dict[str, Any]]) -> list[Outcome]:
+    return [Outcome(**o) for o in data]
+
+
+# -- the parent's side ----------------------------------------------------------------------
+
+
+class LedgerHost:
+    """Serves the ledger requests of this node's deliver processes on its own store."""
+
+    def __init__(self, nc: NatsClient, store: Store, *, node: str) -> None:
+        self._nc = nc
+        self._store = store
+        self._node = node
+        self._ledgers: dict[str, Ledger] = {}
+        self._sub: Subscription | None = None
+        self.requests = 0  # answered, for figures and tests
+
+    async def start(self) -> None:
+        from engine.bus import settle
+
+        self._sub = await self._nc.subscribe(ledger_subject(self._node, "*"), cb=self._handle)
+        await settle(self._nc)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
+
+    def _ledger(self, owner: str) -> Ledger:
+        ledger = self._ledgers.get(owner)
+        if ledger is None:
+            if len(self._ledgers) >= _OWNERS_KEPT:
+                self._ledgers.pop(next(iter(self._ledgers)))
+            ledger = self._ledgers[owner] = Ledger(self._store, node=self._node, owner=owner)
+        return ledger
+
+    async def _handle(self, msg: Msg) -> None:
+        verb = msg.subject.rsplit(".", 1)[-1]
+        try:
+            answer = {"ok": self.answer(verb, orjson.loads(msg.data))}
+        except Exception as exc:  # the child turns it into a StoreError, in words
+            log.error("deliver: ledger %s request failed: %s", verb, _short(exc))
+            answer = {"error": f"{verb}: {_short(exc)}"}
+        self.requests += 1
+        try:
+            await msg.respond(orjson.dumps(answer))
+        except nats.errors.Error as exc:  # the child is gone; its lease runs out
+            log.debug("deliver: cannot answer a ledger request: %s", exc)
+
+    def answer(self, verb: str, request: dict[str, Any]) -> Any:
+        """Run one request on the store (the statements the child would have run itself)."""
+        owner = request.get("owner")
+        if not isinstance(owner, str) or not owner:
+            raise ValueError("the request names no claim owner")
+        ledger = self._ledger(owner)
+        if verb == "claim":
+            batch = ledger.claim(
+                now=float(request["now"]),
+                lease_until=float(request["lease_until"]),
+                limit=int(request["limit"]),
+                ids=request.get("ids"),
+            )
+            return encode_batch(batch)
+        if verb == "commit":
+            marked = ledger.commit(
+                now=float(request["now"]),
+                dots=request["dots"],
+                lease_until=float(request["lease_until"]),
+                outcomes=decode_outcomes(request["outcomes"]),
+                renew=request["renew"],
+            )
+            return sorted(marked)
+        if verb == "ping":
+            ledger.ping()
+            return True
+        raise ValueError(f"unknown ledger request {verb!r} (claim, commit or ping)")
+
+
+# -- the child's side -----------------------------------------------------------------------
+
+
+class RemoteLedger:
+    """A deliver process's claim and commit, run by its parent node (see the module doc)."""
+
+    def __init__(self, nc: NatsClient, *, host: str, timeout: float = REQUEST_TIMEOUT_S) -> None:
+        self._nc = nc
+        self.host = host
+        self._timeout = timeout
+
+    async def _request(self, verb: str, body: dict[str, Any]) -> Any:
+        try:
+            msg = await self._nc.request(
+                ledger_subject(self.host, verb), orjson.dumps(body), timeout=self._timeout
+            )
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise StoreError(
+                f"node {self.host!r} did not answer a ledger {verb} request"
+                f" within {self._timeout:g} s ({type(exc).__name__})"
+            ) from None
+        except nats.errors.Error as exc:
+            raise StoreError(f"ledger {verb} request to node {self.host!r}: {exc}") from None
+        answer = orjson.loads(msg.data)
+        if "error" in answer:
+            raise StoreError(f"node {self.host!r}: {answer['error']}")
+        return answer["ok"]
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        ids: Sequence[str] | None = None,
+    ) -> ClaimBatch:
+        body = {
+            "owner": owner,
+            "now": now,
+            "lease_until": lease_until,
+            "limit": limit,
+            "ids": None if ids is None else list(ids),
+        }
+        return decode_batch(await self._request("claim", body))
+
+    async def commit(
+        self,
+        *,
+        owner: str,
+        now: float,
+        dots: Sequence[str],
+        lease_until: float,
+        outcomes: Sequence[Outcome],
+        renew: Sequence[str] = (),
+    ) -> set[str]:
+        body = {
+            "owner": owner,
+            "now": now,
+            "dots": list(dots),
+            "lease_until": lease_until,
+            "outcomes": encode_outcomes(outcomes),
+            "renew": list(renew),
+        }
+        return set(await self._request("commit", body))
+
+    async def ping(self, *, owner: str) -> None:
+        await self._request("ping", {"owner": owner})
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}"
