@@ -85,7 +85,8 @@ def stuff(message: bytes) -> bytes:
     """Dot-stuff a CRLF message for DATA (RFC 5321 4.5.2), ending in CRLF, without the dot."""
     if message.startswith(b"."):
         message = b"." + message
-    message = message.replace(b"\r\n.", b"\r\n..")
+    if b"\r\n." in message:  # never in what engine.mime builds (it writes "=2E"): no copy
+        message = message.replace(b"\r\n.", b"\r\n..")
     if not message.endswith(b"\r\n"):
         message += b"\r\n"
     return message
