@@ -3,6 +3,8 @@
     python -m bench.pipeline                       # 1,000 events/s realistic mix, 20 s
     python -m bench.pipeline --scenario orders --rate 2500
     python -m bench.pipeline --durability power
+    python -m bench.pipeline --scenario orders --rate 2500 --deliver-processes 1 \
+        --smtp-connections 128 --max-inflight 2048 --claim-batch 256   # throughput settings
 
 Prints, for the engine (a real `campaign-engine run` process with its embedded nats-server and
 SQLite) and for the naive baseline measured in the same run: sustained emails/s, the latency from
@@ -205,6 +207,15 @@ async def running_engine(
         **os.environ,
         "CAMPAIGN_WORKFLOWS_ABANDONED_CART_DELAY": "30m",
         "CAMPAIGN_ENGINE_DELIVER_PROCESSES": str(args.deliver_processes),
+        **{
+            name: str(value)
+            for name, value in (
+                ("CAMPAIGN_SMTP_CONNECTIONS", getattr(args, "smtp_connections", None)),
+                ("CAMPAIGN_DELIVERY_MAX_INFLIGHT", getattr(args, "max_inflight", None)),
+                ("CAMPAIGN_DELIVERY_CLAIM_BATCH", getattr(args, "claim_batch", None)),
+            )
+            if value
+        },
         "CAMPAIGN_ENGINE_EVENT_LOOP": getattr(args, "event_loop", "uvloop"),
     }
     # The engine's output goes to a file: a pipe no one reads fills up and stalls the engine on
@@ -295,7 +306,9 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
         window = max(last - since, 1e-9)
         return Result(
             label=f"engine ({args.durability}"
-            + (f", +{args.deliver_processes} deliver)" if args.deliver_processes else ")"),
+            + (f", +{args.deliver_processes} deliver" if args.deliver_processes else "")
+            + (f", {args.smtp_connections} conns" if getattr(args, "smtp_connections", 0) else "")
+            + ")",
             published=published,
             sent=measured,
             emails_per_s=measured / window,
@@ -412,6 +425,15 @@ def main() -> None:
         default=0,
         metavar="N",
         help="run deliver in N separate processes (engine.deliver_processes)",
+    )
+    parser.add_argument(
+        "--smtp-connections", type=int, metavar="N", help="smtp.connections (default 16)"
+    )
+    parser.add_argument(
+        "--max-inflight", type=int, metavar="N", help="delivery.max_inflight (default 256)"
+    )
+    parser.add_argument(
+        "--claim-batch", type=int, metavar="N", help="delivery.claim_batch (default 100)"
     )
     parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--skip-naive", action="store_true")
