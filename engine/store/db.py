@@ -75,8 +75,9 @@ class Store:
         self.engine.dispose()
 
 
-# 64 MiB: the size a running node's WAL file keeps between restarts.
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# 256 MiB (engine/store/checkpoint.py restarts the log at that size): what a running node's WAL
+# file is cut back to after a burst.
+WAL_SIZE_LIMIT = 256 * 1024 * 1024
 
 
 def _json_dumps(value: Any) -> str:
