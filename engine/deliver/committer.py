@@ -114,10 +114,10 @@ class GroupCommitter:
                 try:
                     marked = await self._commit(dots, outcomes, renew)
                 except Exception as exc:
-                    log.error("deliver: group commit failed: %s", _short(exc))
+                    log.error("deliver: group commit failed: %s", short_error(exc))
                     self._telemetry.count("db_errors_total", stage="deliver")
                     if not await self._store_answers():  # down: keep the outcomes, retry
-                        error = StoreError(f"could not mark intents as sending: {_short(exc)}")
+                        error = StoreError(f"could not mark intents as sending: {short_error(exc)}")
                         for _, future in dots:
                             if not future.done():
                                 future.set_exception(error)
@@ -173,7 +173,9 @@ class GroupCommitter:
                 marked = await self._commit([dot], [], [])
             except Exception as exc:
                 if not dot[1].done():
-                    dot[1].set_exception(StoreError(f"could not mark as sending: {_short(exc)}"))
+                    dot[1].set_exception(
+                        StoreError(f"could not mark as sending: {short_error(exc)}")
+                    )
             else:
                 self._resolve([dot], marked, [])
         for outcome in outcomes:
@@ -184,7 +186,7 @@ class GroupCommitter:
                     "deliver: dropped the %s outcome of intent %s: %s",
                     outcome.status,
                     outcome.intent_id,
-                    _short(exc),
+                    short_error(exc),
                 )
             else:
                 self._resolve([], set(), [outcome])
@@ -209,7 +211,7 @@ class GroupCommitter:
         return marked
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     """An error in one line (SQLAlchemy's messages carry the statement and every parameter)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text[:300]}"

@@ -32,6 +32,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from engine.deliver.committer import short_error
 from engine.deliver.ledger import Ledger
 from engine.deliver.model import ClaimBatch, ClaimedIntent, ContactRow, Outcome
 from engine.errors import StoreError
@@ -117,8 +118,8 @@ class LedgerHost:
         try:
             answer = {"ok": self.answer(verb, orjson.loads(msg.data))}
         except Exception as exc:  # the child turns it into a StoreError, in words
-            log.error("deliver: ledger %s request failed: %s", verb, _short(exc))
-            answer = {"error": f"{verb}: {_short(exc)}"}
+            log.error("deliver: ledger %s request failed: %s", verb, short_error(exc))
+            answer = {"error": f"{verb}: {short_error(exc)}"}
         self.requests += 1
         try:
             await msg.respond(orjson.dumps(answer))
@@ -223,7 +224,3 @@ class RemoteLedger:
     async def ping(self, *, owner: str) -> None:
         await self._request("ping", {"owner": owner})
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}"

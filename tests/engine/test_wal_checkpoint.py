@@ -7,7 +7,20 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from engine.store import open_store, schema
+from engine.store import Store, open_store, schema
+
+
+def _fill(store: Store, first: int, count: int) -> None:
+    """One commit of ``count`` audit rows of ~3 KB each (about one page apiece)."""
+    with store.begin() as conn:
+        conn.execute(
+            schema.audit_log.insert(),
+            [
+                {"ts": float(i), "actor": "t", "action": "fill", "target": str(i),
+                 "detail": {"pad": "x" * 3000}}
+                for i in range(first, first + count)
+            ],
+        )  # fmt: skip
 
 
 def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path) -> None:
@@ -18,17 +31,8 @@ def test_commits_leave_the_wal_to_the_checkpoint_thread(tmp_path: Path) -> None:
         with store.begin() as conn:
             assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
         # Far more than the 1,000 pages that would make a commit checkpoint by itself.
-        payload = "x" * 3000
         for batch in range(40):
-            with store.begin() as conn:
-                conn.execute(
-                    schema.audit_log.insert(),
-                    [
-                        {"ts": float(i), "actor": "t", "action": "fill", "target": str(i),
-                         "detail": {"pad": payload}}
-                        for i in range(batch * 100, batch * 100 + 100)
-                    ],
-                )  # fmt: skip
+            _fill(store, batch * 100, 100)
         deadline = time.monotonic() + 10
         while store.checkpointer.pages == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -71,19 +75,10 @@ def test_a_steady_stream_of_commits_does_not_grow_the_wal_without_bound(tmp_path
     checkpointer = store.checkpointer = WalCheckpointer(str(db), interval=0.02, restart_pages=300)
     checkpointer.start()
     wal = Path(f"{db}-wal")
-    payload = "x" * 3000
     biggest = 0
     try:
         for batch in range(1000):  # a commit every half millisecond, like a busy engine
-            with store.begin() as conn:
-                conn.execute(
-                    schema.audit_log.insert(),
-                    [
-                        {"ts": float(i), "actor": "t", "action": "fill", "target": str(i),
-                         "detail": {"pad": payload}}
-                        for i in range(batch * 5, batch * 5 + 5)
-                    ],
-                )  # fmt: skip
+            _fill(store, batch * 5, 5)
             biggest = max(biggest, wal.stat().st_size)
             time.sleep(0.0005)
         assert checkpointer.restarts > 0
