@@ -112,26 +112,31 @@ class Producer:
         return event
 
     async def run(self, js: Any, rate: float, duration: float) -> int:
+        """Publish for ``duration`` seconds; every PubAck is awaited before returning.
+
+        JetStream's asynchronous publish (one reply subscription for all acks, as ``nats
+        bench`` does) rather than a task and an inbox per event: the producer shares the
+        machine's two cores with the engine, and the per-event task cost a fifth of a core
+        at 2,500 events/s.
+        """
         tick = 0.005
         start = time.monotonic()
         sent = 0
-        pending: set[asyncio.Future[Any]] = set()
+        acks: list[asyncio.Future[Any]] = []
         while (elapsed := time.monotonic() - start) < duration:
             due = int(elapsed * rate) - sent
             for _ in range(due):
                 event = self.next(time.time())
                 data = orjson.dumps(event)
-                fut = asyncio.ensure_future(
-                    js.publish(
+                acks.append(
+                    await js.publish_async(
                         f"events.{event['type']}", data, headers={"Nats-Msg-Id": event["messageId"]}
                     )
                 )
-                pending.add(fut)
-                fut.add_done_callback(pending.discard)
                 sent += 1
+            acks = [a for a in acks if not a.done() or a.cancelled() or a.exception() is not None]
             await asyncio.sleep(tick)
-        if pending:
-            await asyncio.gather(*pending)
+        await asyncio.gather(*acks)  # raises if the stream refused one
         return sent
 
 

@@ -270,6 +270,8 @@ class Node:
             settings.database_url(),
             durability=settings.engine.durability,
             background_checkpoints=True,
+            # A deliver process on its parent's SQLite file leaves the WAL to the parent.
+            checkpointed_elsewhere=bool(settings.engine.ledger_node),
         )
         self._stack.callback(self.store.dispose)
         if self.nats_server is not None:

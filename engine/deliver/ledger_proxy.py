@@ -223,4 +223,3 @@ class RemoteLedger:
 
     async def ping(self, *, owner: str) -> None:
         await self._request("ping", {"owner": owner})
-

@@ -109,11 +109,14 @@ def open_store(
     durability: str = "process",
     migrate: bool = True,
     background_checkpoints: bool = False,
+    checkpointed_elsewhere: bool = False,
 ) -> Store:
     """Open (and by default migrate) the store at ``url``; errors name the URL without secrets.
 
     ``background_checkpoints`` (a running node's store): a SQLite file's WAL is checkpointed by a
     thread instead of by whichever commit crosses the threshold (see engine/store/checkpoint.py).
+    ``checkpointed_elsewhere`` (a node's deliver process): the parent's thread checkpoints the
+    file, so this process runs none, neither on a thread nor inside its own commits.
     """
     try:
         parsed = make_url(url)
@@ -142,9 +145,10 @@ def open_store(
     if engine.dialect.name == "sqlite":
         synchronous = "FULL" if durability == "power" else "NORMAL"
         on_file = bool(parsed.database) and parsed.database != ":memory:"
-        if background_checkpoints and on_file:
+        if background_checkpoints and on_file and not checkpointed_elsewhere:
             checkpointer = WalCheckpointer(str(parsed.database))
-        pragmas = _sqlite_pragmas(synchronous, autocheckpoint=checkpointer is None)
+        automatic = checkpointer is None and not checkpointed_elsewhere
+        pragmas = _sqlite_pragmas(synchronous, autocheckpoint=automatic)
         event.listen(engine, "connect", pragmas)
     store = Store(
         engine=engine,

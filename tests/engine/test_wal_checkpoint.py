@@ -86,3 +86,19 @@ def test_a_steady_stream_of_commits_does_not_grow_the_wal_without_bound(tmp_path
         assert pages < 1500, f"the WAL grew to {pages:,} pages"
     finally:
         store.dispose()
+
+
+def test_a_deliver_process_leaves_the_checkpoints_to_its_parent(tmp_path: Path) -> None:
+    """Two checkpointers on one file did the work twice, and a restart from the child made the
+    parent's commits wait."""
+    store = open_store(
+        f"sqlite:///{tmp_path / 'engine.sqlite3'}",
+        background_checkpoints=True,
+        checkpointed_elsewhere=True,
+    )
+    try:
+        assert store.checkpointer is None
+        with store.begin() as conn:  # nor inside its own commits
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    finally:
+        store.dispose()
