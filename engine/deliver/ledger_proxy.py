@@ -32,6 +32,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from engine.deliver import outcomes
 from engine.deliver.committer import short_error
 from engine.deliver.ledger import Ledger
 from engine.deliver.model import ClaimBatch, ClaimedIntent, ContactRow, Outcome
@@ -86,10 +87,14 @@ def decode_outcomes(data: list[dict[str, Any]]) -> list[Outcome]:
 class LedgerHost:
     """Serves the ledger requests of this node's deliver processes on its own store."""
 
-    def __init__(self, nc: NatsClient, store: Store, *, node: str) -> None:
+    def __init__(
+        self, nc: NatsClient, store: Store, *, node: str, max_payload: int | None = None
+    ) -> None:
+        """``max_payload``: the largest answer to send (default: what the server allows)."""
         self._nc = nc
         self._store = store
         self._node = node
+        self._max_payload = max_payload
         self._ledgers: dict[str, Ledger] = {}
         self._sub: Subscription | None = None
         self.requests = 0  # answered, for figures and tests
@@ -133,13 +138,14 @@ class LedgerHost:
             raise ValueError("the request names no claim owner")
         ledger = self._ledger(owner)
         if verb == "claim":
+            now, lease_until = float(request["now"]), float(request["lease_until"])
             batch = ledger.claim(
-                now=float(request["now"]),
-                lease_until=float(request["lease_until"]),
+                now=now,
+                lease_until=lease_until,
                 limit=int(request["limit"]),
                 ids=request.get("ids"),
             )
-            return encode_batch(batch)
+            return self._fitting(ledger, batch, now=now, lease_until=lease_until)
         if verb == "commit":
             marked = ledger.commit(
                 now=float(request["now"]),
@@ -153,6 +159,47 @@ class LedgerHost:
             ledger.ping()
             return True
         raise ValueError(f"unknown ledger request {verb!r} (claim, commit or ping)")
+
+    def _fitting(
+        self, ledger: Ledger, batch: ClaimBatch, *, now: float, lease_until: float
+    ) -> dict[str, Any]:
+        """The claim's answer, within one NATS message. Contexts and traits of a few KB each can
+        make a batch of hundreds larger than the server carries (1 MB by default): then the
+        intents that do not fit go back to the queue at once (the child's poll takes them
+        next), and one that cannot fit even alone fails with the reason in words."""
+        encoded = encode_batch(batch)
+        limit = int((self._max_payload or self._nc.max_payload or 1_048_576) * 0.9)
+        if len(orjson.dumps(encoded)) <= limit:
+            return encoded
+        contacts = {c.id: len(orjson.dumps(row)) for c, row in zip(
+            batch.contacts.values(), encoded["contacts"], strict=True)}  # fmt: skip
+        room = limit - len(orjson.dumps(batch.suppressions)) - 64
+        kept: list[ClaimedIntent] = []
+        back: list[Outcome] = []
+        for intent, row in zip(batch.intents, encoded["intents"], strict=True):
+            size = len(orjson.dumps(row)) + contacts.get(intent.contact_id, 0)
+            if size <= room:
+                kept.append(intent)
+                room -= size
+            elif not kept and size > limit:
+                reason = (
+                    f"its context and contact ({size:,} bytes) are more than one NATS message "
+                    f"carries ({limit:,}) to the deliver process"
+                )
+                log.error("deliver: intent %s failed: %s", intent.id, reason)
+                back.append(outcomes.failed(intent, reason, now))
+            else:
+                back.append(outcomes.handed_back(intent, None, None))
+        if back:
+            ledger.commit(now=now, dots=[], lease_until=lease_until, outcomes=back)
+        wanted = {i.contact_id for i in kept}
+        return encode_batch(
+            ClaimBatch(
+                kept,
+                {cid: c for cid, c in batch.contacts.items() if cid in wanted},
+                batch.suppressions,
+            )
+        )
 
 
 # -- the child's side -----------------------------------------------------------------------

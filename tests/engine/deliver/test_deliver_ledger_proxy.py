@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 from deliver_support import ScriptedSmtp, add_intent, intent_row, make_service, wait_status
 
@@ -138,3 +139,34 @@ async def test_a_parent_that_does_not_answer_is_a_store_error_in_words(
     with pytest.raises(StoreError, match=r"the request names no claim owner"):
         await remote._request("ping", {})
     await remote.ping(owner="child/1")  # and the host still answers
+
+
+async def test_a_claim_too_large_for_one_message_sends_what_fits_and_queues_the_rest(
+    store: Store, nats_url: str, nats_token: str
+) -> None:
+    """Contexts of a few KB each: a batch of hundreds would pass the server's max_payload, the
+    answer would never arrive, and the claimed intents would wait for their lease to run out."""
+    nc = await bus.connect(nats_url, token=nats_token, name="parent")
+    host = LedgerHost(nc, store, node="parent", max_payload=20_000)
+    now = time.time()
+    big = {"event": {"name": "Order Completed", "properties": {"note": "x" * 3_000}}}
+    ids = [add_intent(store, f"ok-{n}@example.com", now=now, context=big) for n in range(10)]
+    huge = {"event": {"name": "Order Completed", "properties": {"note": "y" * 30_000}}}
+    too_big = add_intent(store, "ok-huge@example.com", now=now, context=huge)
+    try:
+        request = {"owner": "child/1", "now": now, "lease_until": now + 30, "limit": 20}
+        answer = host.answer("claim", {**request, "ids": ids})
+        sent = [row[0] for row in answer["intents"]]
+        assert 0 < len(sent) < 10 and len(orjson.dumps(answer)) <= 18_000
+        assert sent == ids[: len(sent)]
+        for intent_id in ids[len(sent) :]:  # back in the queue, untried, for the next claim
+            row = intent_row(store, intent_id)
+            assert (row["status"], row["claimed_by"], row["attempts"]) == ("queued", None, 0)
+        again = host.answer("claim", {**request, "ids": ids[len(sent) :]})
+        assert [row[0] for row in again["intents"]] == ids[len(sent) : len(sent) * 2]
+        # One that cannot fit even alone fails in words instead of coming back forever.
+        assert host.answer("claim", {**request, "ids": [too_big]})["intents"] == []
+        row = intent_row(store, too_big)
+        assert row["status"] == "failed" and "more than one NATS message" in row["reply"]
+    finally:
+        await nc.drain()
