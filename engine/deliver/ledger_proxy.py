@@ -121,18 +121,19 @@ class LedgerHost:
     async def _handle(self, msg: Msg) -> None:
         verb = msg.subject.rsplit(".", 1)[-1]
         try:
-            answer = {"ok": self.answer(verb, orjson.loads(msg.data))}
+            answer = b'{"ok":' + self.answer(verb, orjson.loads(msg.data)) + b"}"
         except Exception as exc:  # the child turns it into a StoreError, in words
             log.error("deliver: ledger %s request failed: %s", verb, short_error(exc))
-            answer = {"error": f"{verb}: {short_error(exc)}"}
+            answer = orjson.dumps({"error": f"{verb}: {short_error(exc)}"})
         self.requests += 1
         try:
-            await msg.respond(orjson.dumps(answer))
+            await msg.respond(answer)
         except nats.errors.Error as exc:  # the child is gone; its lease runs out
             log.debug("deliver: cannot answer a ledger request: %s", exc)
 
-    def answer(self, verb: str, request: dict[str, Any]) -> Any:
-        """Run one request on the store (the statements the child would have run itself)."""
+    def answer(self, verb: str, request: dict[str, Any]) -> bytes:
+        """Run one request on the store (the statements the child would have run itself);
+        the answer's JSON (a claim's is serialized once: it is also what gets measured)."""
         owner = request.get("owner")
         if not isinstance(owner, str) or not owner:
             raise ValueError("the request names no claim owner")
@@ -154,23 +155,24 @@ class LedgerHost:
                 outcomes=decode_outcomes(request["outcomes"]),
                 renew=request["renew"],
             )
-            return sorted(marked)
+            return orjson.dumps(sorted(marked))
         if verb == "ping":
             ledger.ping()
-            return True
+            return b"true"
         raise ValueError(f"unknown ledger request {verb!r} (claim, commit or ping)")
 
     def _fitting(
         self, ledger: Ledger, batch: ClaimBatch, *, now: float, lease_until: float
-    ) -> dict[str, Any]:
+    ) -> bytes:
         """The claim's answer, within one NATS message. Contexts and traits of a few KB each can
         make a batch of hundreds larger than the server carries (1 MB by default): then the
         intents that do not fit go back to the queue at once (the child's poll takes them
         next), and one that cannot fit even alone fails with the reason in words."""
         encoded = encode_batch(batch)
         limit = int((self._max_payload or self._nc.max_payload or 1_048_576) * 0.9)
-        if len(orjson.dumps(encoded)) <= limit:
-            return encoded
+        whole = orjson.dumps(encoded)
+        if len(whole) <= limit:
+            return whole
         contacts = {c.id: len(orjson.dumps(row)) for c, row in zip(
             batch.contacts.values(), encoded["contacts"], strict=True)}  # fmt: skip
         room = limit - len(orjson.dumps(batch.suppressions)) - 64
@@ -181,7 +183,7 @@ class LedgerHost:
             if size <= room:
                 kept.append(intent)
                 room -= size
-            elif not kept and size > limit:
+            elif not kept:  # first in line and still too big: it would come back forever
                 reason = (
                     f"its context and contact ({size:,} bytes) are more than one NATS message "
                     f"carries ({limit:,}) to the deliver process"
@@ -193,11 +195,13 @@ class LedgerHost:
         if back:
             ledger.commit(now=now, dots=[], lease_until=lease_until, outcomes=back)
         wanted = {i.contact_id for i in kept}
-        return encode_batch(
-            ClaimBatch(
-                kept,
-                {cid: c for cid, c in batch.contacts.items() if cid in wanted},
-                batch.suppressions,
+        return orjson.dumps(
+            encode_batch(
+                ClaimBatch(
+                    kept,
+                    {cid: c for cid, c in batch.contacts.items() if cid in wanted},
+                    batch.suppressions,
+                )
             )
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -21,6 +22,11 @@ from engine.deliver.model import Outcome
 from engine.errors import StoreError
 from engine.store import Store
 from engine.telemetry import Telemetry
+
+
+def answer(host: LedgerHost, verb: str, request: dict[str, Any]) -> Any:
+    """What the child would read from the host's answer."""
+    return orjson.loads(host.answer(verb, request))
 
 
 @pytest.fixture
@@ -78,7 +84,8 @@ async def test_a_deliver_process_sends_through_its_parents_ledger(
 async def test_the_parent_keeps_the_claim_fence(store: Store, host: LedgerHost) -> None:
     now = time.time()
     mine = add_intent(store, "ok-fence@example.com", now=now)
-    claimed = host.answer(
+    claimed = answer(
+        host,
         "claim",
         {"owner": "child/1", "now": now, "lease_until": now + 30, "limit": 10, "ids": [mine]},
     )
@@ -86,9 +93,9 @@ async def test_the_parent_keeps_the_claim_fence(store: Store, host: LedgerHost) 
     assert claimed["contacts"] == []  # c1 has no contact row: the send-time check says so
     # Another owner (a restarted child, a second process) may not mark or finish it.
     commit = {"now": now, "lease_until": now + 30, "outcomes": [], "renew": [], "dots": [mine]}
-    assert host.answer("commit", {**commit, "owner": "child/2"}) == []
+    assert answer(host, "commit", {**commit, "owner": "child/2"}) == []
     assert intent_row(store, mine)["status"] == "claimed"
-    assert host.answer("commit", {**commit, "owner": "child/1"}) == [mine]
+    assert answer(host, "commit", {**commit, "owner": "child/1"}) == [mine]
     assert intent_row(store, mine)["status"] == "sending"
 
 
@@ -155,17 +162,17 @@ async def test_a_claim_too_large_for_one_message_sends_what_fits_and_queues_the_
     too_big = add_intent(store, "ok-huge@example.com", now=now, context=huge)
     try:
         request = {"owner": "child/1", "now": now, "lease_until": now + 30, "limit": 20}
-        answer = host.answer("claim", {**request, "ids": ids})
-        sent = [row[0] for row in answer["intents"]]
-        assert 0 < len(sent) < 10 and len(orjson.dumps(answer)) <= 18_000
+        first = answer(host, "claim", {**request, "ids": ids})
+        sent = [row[0] for row in first["intents"]]
+        assert 0 < len(sent) < 10 and len(orjson.dumps(first)) <= 18_000
         assert sent == ids[: len(sent)]
         for intent_id in ids[len(sent) :]:  # back in the queue, untried, for the next claim
             row = intent_row(store, intent_id)
             assert (row["status"], row["claimed_by"], row["attempts"]) == ("queued", None, 0)
-        again = host.answer("claim", {**request, "ids": ids[len(sent) :]})
+        again = answer(host, "claim", {**request, "ids": ids[len(sent) :]})
         assert [row[0] for row in again["intents"]] == ids[len(sent) : len(sent) * 2]
         # One that cannot fit even alone fails in words instead of coming back forever.
-        assert host.answer("claim", {**request, "ids": [too_big]})["intents"] == []
+        assert answer(host, "claim", {**request, "ids": [too_big]})["intents"] == []
         row = intent_row(store, too_big)
         assert row["status"] == "failed" and "more than one NATS message" in row["reply"]
     finally:
