@@ -23,8 +23,9 @@ reads or writes the file directly as before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import nats.errors
 import orjson
@@ -40,6 +41,8 @@ from engine.errors import StoreError
 from engine.store import Store
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 REQUEST_TIMEOUT_S = 10.0  # as long as SQLite's own busy timeout: then "the store does not answer"
 _OWNERS_KEPT = 64  # ledgers kept per claim owner (a restarted child is a new owner)
@@ -204,6 +207,64 @@ class LedgerHost:
                 )
             )
         )
+
+
+# -- what the deliver service calls: here, or through the parent ------------------------------
+
+
+class HotLedger(Protocol):
+    """The deliver stage's hot ledger operations, awaited (``Ledger``'s, for one owner)."""
+
+    async def claim(
+        self,
+        *,
+        owner: str,
+        now: float,
+        lease_until: float,
+        limit: int,
+        ids: Sequence[str] | None = None,
+    ) -> ClaimBatch: ...
+
+    async def commit(
+        self,
+        *,
+        owner: str,
+        now: float,
+        dots: Sequence[str],
+        lease_until: float,
+        outcomes: Sequence[Outcome],
+        renew: Sequence[str] = (),
+    ) -> set[str]: ...
+
+    async def ping(self, *, owner: str) -> None: ...
+
+
+class RunBlocking(Protocol):
+    """Runs blocking store work and awaits its result (``DeliveryService._run_blocking``)."""
+
+    def __call__(self, work: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+class LocalLedger:
+    """``Ledger`` on this process's store (``run_blocking``: inline on SQLite, else a thread)."""
+
+    def __init__(self, ledger: Ledger, run_blocking: RunBlocking) -> None:
+        self._ledger = ledger
+        self._run_blocking = run_blocking
+
+    def _fenced(self, owner: str) -> Ledger:
+        if owner != self._ledger.owner:  # a bug, not bad input: the service has one owner
+            raise ValueError(f"claim owner {owner!r} is not this ledger's {self._ledger.owner!r}")
+        return self._ledger
+
+    async def claim(self, *, owner: str, **request: Any) -> ClaimBatch:
+        return await self._run_blocking(partial(self._fenced(owner).claim, **request))
+
+    async def commit(self, *, owner: str, **changes: Any) -> set[str]:
+        return await self._run_blocking(partial(self._fenced(owner).commit, **changes))
+
+    async def ping(self, *, owner: str) -> None:
+        await self._run_blocking(self._fenced(owner).ping)
 
 
 # -- the child's side -----------------------------------------------------------------------

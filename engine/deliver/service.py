@@ -32,7 +32,7 @@ from engine.deliver import outcomes, queues
 from engine.deliver.committer import GroupCommitter
 from engine.deliver.compose import Composer, Identity, check_at_send_time
 from engine.deliver.ledger import Ledger, Recovery
-from engine.deliver.ledger_proxy import RemoteLedger
+from engine.deliver.ledger_proxy import HotLedger, LocalLedger, RemoteLedger
 from engine.deliver.limits import RouteLimits, Share
 from engine.deliver.model import UNCERTAIN, ClaimBatch, ClaimedIntent, Job, Outcome
 from engine.deliver.policy import DeliveryTuning
@@ -112,10 +112,10 @@ class DeliveryService:
         self._signatures: set[asyncio.Future[Job]] = set()
         # A deliver process on its parent's SQLite file claims and commits through the parent
         # (engine.deliver.ledger_proxy); everything else reads and writes the store itself.
-        self._remote = remote_ledger
+        self._hot: HotLedger = remote_ledger or LocalLedger(self._ledger, self._run_blocking)
         self._committer = GroupCommitter(
-            commit=self._commit_ledger,
-            ping=self._ping_ledger,
+            commit=partial(self._hot.commit, owner=self.owner),
+            ping=partial(self._hot.ping, owner=self.owner),
             clock=clock,
             telemetry=telemetry,
             lease_seconds=self.tuning.lease_seconds,
@@ -299,18 +299,6 @@ class DeliveryService:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
-    async def _commit_ledger(self, **changes: Any) -> set[str]:
-        """One group commit (``Ledger.commit``'s keywords), here or by the parent node."""
-        if self._remote is not None:
-            return await self._remote.commit(owner=self.owner, **changes)
-        return await self._run_blocking(partial(self._ledger.commit, **changes))
-
-    async def _ping_ledger(self) -> None:
-        if self._remote is not None:
-            await self._remote.ping(owner=self.owner)
-        else:
-            await self._run_blocking(self._ledger.ping)
-
     def _shutdown_executor(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -368,14 +356,9 @@ class DeliveryService:
         now = self._clock.now()
         lease_until = now + self.tuning.lease_seconds
         started = time.perf_counter()
-        if self._remote is not None:
-            batch = await self._remote.claim(
-                owner=self.owner, now=now, lease_until=lease_until, limit=limit, ids=ids
-            )
-        else:
-            batch = await self._run_blocking(
-                lambda: self._ledger.claim(now=now, lease_until=lease_until, limit=limit, ids=ids)
-            )
+        batch = await self._hot.claim(
+            owner=self.owner, now=now, lease_until=lease_until, limit=limit, ids=ids
+        )
         if batch.intents:
             self._telemetry.observe("stage_seconds", time.perf_counter() - started, stage="claim")
         # Catalog data (current prices, the cart, recommendations; the alert re-check) only
