@@ -4,13 +4,35 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
+
+_RANDOM_BITS = 80
+_RANDOM_MAX = (1 << _RANDOM_BITS) - 1
+_lock = threading.Lock()
+_last_ms = 0
+_last_random = 0
 
 
 def new_id() -> str:
-    """A UUIDv7-style 32-hex-digit id: millisecond time prefix, then random bits."""
+    """A UUIDv7-style 32-hex-digit id: millisecond time prefix, then 80 random bits.
+
+    Monotonic within a process, as ULID's monotonic mode is: an id made in the same millisecond
+    as the one before (or after the wall clock stepped back) keeps that millisecond and adds one
+    to its random part, so ids sort in the order they were made. Ordering by id is how the store
+    keeps rows decided at the same instant in the order they were decided.
+    """
+    global _last_ms, _last_random
     ms = int(time.time() * 1000)
-    return f"{ms:012x}{os.urandom(10).hex()}"
+    with _lock:
+        if ms > _last_ms:
+            _last_ms, _last_random = ms, int.from_bytes(os.urandom(10), "big") >> 1
+        elif _last_random < _RANDOM_MAX:
+            _last_random += 1
+        else:  # 2**79 ids in one millisecond: borrow the next one
+            _last_ms, _last_random = _last_ms + 1, 0
+        ms, rnd = _last_ms, _last_random
+    return f"{ms:012x}{rnd:020x}"
 
 
 def dedup_key(workflow_id: str, step_id: str, contact_id: str, event_id: str) -> str:
