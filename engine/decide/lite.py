@@ -17,8 +17,10 @@ still sees a locked database.
 
 from __future__ import annotations
 
+import functools
+import operator
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -158,11 +160,12 @@ def enrollments(
     return run(conn, statement, [*ids, *live, *workflows])
 
 
+@functools.cache
 def _json_columns(table: Table) -> frozenset[str]:
     return frozenset(c.name for c in table.c if isinstance(c.type, JSON))
 
 
-_INSERT_SQL: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...], int], str] = {}
+_INSERT_SQL: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
 
 
 def insert(
@@ -174,7 +177,15 @@ def insert(
     returning: Sequence[str] = (),
 ) -> list[tuple[Any, ...]]:
     """INSERT ``rows`` (all with the same keys; JSON columns encoded here), skipping rows that
-    clash on the ``conflict`` columns; the ``returning`` columns of the rows inserted.
+    clash on the ``conflict`` columns; the ``returning`` columns of the rows inserted, in the
+    order given.
+
+    ``returning`` starts with the table's primary key, whose values the rows bring: the rows
+    go in with one ``executemany`` of a one-row statement, and when some clashed, the ones
+    inserted are the ones whose key is in the table now. Why not ``RETURNING``: it needs one
+    statement holding every row, a new statement text for every batch size, which SQLite
+    compiles afresh (Python's statement cache keeps 128); measured on the intents table at 100
+    rows, 24-27 us a row against 15-17 us.
 
     A ``None`` in a JSON column is stored as SQL NULL here (callers rely on that only where
     Core did the same: ``waiting_for`` of an enrollment not waiting)."""
@@ -182,43 +193,57 @@ def insert(
         return []
     keys = tuple(rows[0])
     json_columns = _json_columns(table)
-    encode = [k in json_columns for k in keys]
-    values = [
-        [
-            dumps(row[k]) if enc and row[k] is not None else row[k]
-            for k, enc in zip(keys, encode, strict=True)
-        ]
-        for row in rows
-    ]
+    encoded = [i for i, k in enumerate(keys) if k in json_columns]
+    pick = _tuple_of(keys)
+    values: list[Sequence[Any]] = [pick(row) for row in rows]
+    if encoded:
+        fixed: list[Sequence[Any]] = []
+        for value in values:
+            row = list(value)
+            for i in encoded:
+                if row[i] is not None:
+                    row[i] = dumps(row[i])
+            fixed.append(row)
+        values = fixed
+    statement = _insert_sql(table, keys, conflict)
+    with _cursor(conn, statement) as cursor:
+        cursor.executemany(statement, values)
+        inserted = cursor.rowcount
     if not returning:
-        statement = _insert_sql(table, keys, conflict, returning, 1)
-        run_many(conn, statement, values)
         return []
-    found: list[tuple[Any, ...]] = []
-    per_statement = max(1, 30_000 // len(keys))  # inside SQLite's bound-variable limit
-    for start in range(0, len(values), per_statement):
-        chunk = values[start : start + per_statement]
-        statement = _insert_sql(table, keys, conflict, returning, len(chunk))
-        found += run(conn, statement, [v for row in chunk for v in row])
-    return found
+    key = returning[0]
+    primary = [c.name for c in table.primary_key.columns]
+    if primary != [key]:
+        raise ValueError(f"returning must start with {table.name}'s primary key {primary}")
+    back = _tuple_of(tuple(returning))
+    found = [back(row) for row in rows]
+    if inserted == len(rows):
+        return found
+    present: set[Any] = set()
+    ids = [row[key] for row in rows]
+    for start in range(0, len(ids), 30_000):
+        chunk = ids[start : start + 30_000]
+        query = f"SELECT {key} FROM {table.name} WHERE {key} IN ({_marks(len(chunk))})"
+        present.update(r[0] for r in run(conn, query, chunk))
+    return [f for f, row in zip(found, rows, strict=True) if row[key] in present]
 
 
-def _insert_sql(
-    table: Table,
-    keys: tuple[str, ...],
-    conflict: Sequence[str],
-    returning: Sequence[str],
-    n: int,
-) -> str:
-    cache_key = (table.name, keys, tuple(conflict), tuple(returning), n)
+def _tuple_of(keys: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row's values for ``keys`` as a tuple (``itemgetter`` in C; it returns a bare value
+    for a single key)."""
+    if len(keys) == 1:
+        (only,) = keys
+        return lambda row: (row[only],)
+    return operator.itemgetter(*keys)
+
+
+def _insert_sql(table: Table, keys: tuple[str, ...], conflict: Sequence[str]) -> str:
+    cache_key = (table.name, keys, tuple(conflict))
     statement = _INSERT_SQL.get(cache_key)
     if statement is None:
-        row = f"({_marks(len(keys))})"
-        statement = f"INSERT INTO {table.name} ({', '.join(keys)}) VALUES " + ", ".join([row] * n)
+        statement = f"INSERT INTO {table.name} ({', '.join(keys)}) VALUES ({_marks(len(keys))})"
         if conflict:
             statement += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
-        if returning:
-            statement += f" RETURNING {', '.join(returning)}"
         if len(_INSERT_SQL) < 4096:
             _INSERT_SQL[cache_key] = statement
     return statement

@@ -107,6 +107,19 @@ def test_an_intent_is_never_made_twice_even_when_the_processed_id_is_gone(
         conn.execute(sa.delete(schema.processed_events))
     assert batch.run([delivery(order)]).intent_ids == []
     assert len(intents(any_store)) == 1
+    # One batch with the old order again and a new one: only the new one is handed on.
+    with any_store.begin() as conn:
+        conn.execute(sa.delete(schema.processed_events))
+    other = track(
+        clock,
+        "u2",
+        "Order Completed",
+        {"total": 7},
+        context={"traits": {"email": "u2@example.com"}},
+    )
+    made = batch.run([delivery(order), delivery(other)]).intent_ids
+    assert made == [i.id for i in intents(any_store) if i.contact_id == "u2"]
+    assert len(intents(any_store)) == 2
 
 
 def test_bad_payloads_become_dead_letters_and_the_rest_goes_on(
