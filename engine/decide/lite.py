@@ -49,7 +49,8 @@ def loads(value: str | bytes | None) -> Any:
     return None if value is None else orjson.loads(value)
 
 
-def _marks(n: int) -> str:
+def marks(n: int) -> str:
+    """``n`` comma-separated ``?`` placeholders."""
     return ", ".join("?" * n)
 
 
@@ -92,7 +93,7 @@ def contacts(conn: Connection, ids: Sequence[str]) -> list[tuple[Any, ...]]:
     """(id, email, traits, timezone, first_seen_at, last_seen_at) of the stored ``ids``."""
     statement = (
         "SELECT id, email, traits, timezone, first_seen_at, last_seen_at FROM contacts "
-        f"WHERE id IN ({_marks(len(ids))})"
+        f"WHERE id IN ({marks(len(ids))})"
     )
     return run(conn, statement, ids)
 
@@ -134,7 +135,7 @@ def activity(
     """(contact_id, name, ts, properties) of these contacts' events since ``since``, in order."""
     statement = (
         "SELECT contact_id, name, ts, properties FROM activity "
-        f"WHERE contact_id IN ({_marks(len(ids))}) AND name IN ({_marks(len(names))}) "
+        f"WHERE contact_id IN ({marks(len(ids))}) AND name IN ({marks(len(names))}) "
         "AND ts > ? ORDER BY id"
     )
     return run(conn, statement, [*ids, *names, since])
@@ -151,11 +152,11 @@ def enrollments(
 ) -> list[tuple[Any, ...]]:
     """Enrollments of these contacts that are ``live`` or in ``workflows``, oldest first
     (columns as :data:`_ENROLLMENT_COLUMNS`; JSON columns still encoded)."""
-    in_workflows = f"workflow_id IN ({_marks(len(workflows))})" if workflows else "0"
+    in_workflows = f"workflow_id IN ({marks(len(workflows))})" if workflows else "0"
     statement = (
         f"SELECT {_ENROLLMENT_COLUMNS} FROM enrollments "
-        f"WHERE contact_id IN ({_marks(len(ids))}) "
-        f"AND (state IN ({_marks(len(live))}) OR {in_workflows}) ORDER BY entered_at, id"
+        f"WHERE contact_id IN ({marks(len(ids))}) "
+        f"AND (state IN ({marks(len(live))}) OR {in_workflows}) ORDER BY entered_at, id"
     )
     return run(conn, statement, [*ids, *live, *workflows])
 
@@ -223,7 +224,7 @@ def insert(
     ids = [row[key] for row in rows]
     for start in range(0, len(ids), 30_000):
         chunk = ids[start : start + 30_000]
-        query = f"SELECT {key} FROM {table.name} WHERE {key} IN ({_marks(len(chunk))})"
+        query = f"SELECT {key} FROM {table.name} WHERE {key} IN ({marks(len(chunk))})"
         present.update(r[0] for r in run(conn, query, chunk))
     return [f for f, row in zip(found, rows, strict=True) if row[key] in present]
 
@@ -241,7 +242,7 @@ def _insert_sql(table: Table, keys: tuple[str, ...], conflict: Sequence[str]) ->
     cache_key = (table.name, keys, tuple(conflict))
     statement = _INSERT_SQL.get(cache_key)
     if statement is None:
-        statement = f"INSERT INTO {table.name} ({', '.join(keys)}) VALUES ({_marks(len(keys))})"
+        statement = f"INSERT INTO {table.name} ({', '.join(keys)}) VALUES ({marks(len(keys))})"
         if conflict:
             statement += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
         if len(_INSERT_SQL) < 4096:
