@@ -178,11 +178,9 @@ class CatalogBatch:
         for start in range(0, len(wanted), _CHUNK):
             part = wanted[start : start + _CHUNK]
             if lite_db:  # the hot path: SQLite's own cursor (see engine.decide.lite)
-                statement = (
-                    f"SELECT {_PRODUCT_COLUMNS} FROM products "
-                    f"WHERE id IN ({', '.join('?' * len(part))})"
-                )
-                for values in lite.run(self.conn, statement, part):
+                places, padded = lite.in_list(part)
+                statement = f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id IN ({places})"
+                for values in lite.run(self.conn, statement, padded):
                     self.products[values[0]] = Product(*values)
                 continue
             for row in self.conn.execute(sa.select(p).where(p.c.id.in_(part))):
@@ -199,13 +197,15 @@ class CatalogBatch:
         for start in range(0, len(ids), _CHUNK):
             part = ids[start : start + _CHUNK]
             if lite_db and len(names) <= _CHUNK:
+                who, contacts_in = lite.in_list(part)
+                what, products_in = lite.in_list(names)
                 statement = (
                     f"SELECT {_INTEREST_COLUMNS} FROM contact_products "
-                    f"WHERE contact_id IN ({', '.join('?' * len(part))}) AND ("
-                    f"product_id IN ({', '.join('?' * len(names))}) OR cart_quantity > 0 "
-                    "OR viewed_at > ? OR carted_at > ?)"
+                    f"WHERE contact_id IN ({who}) AND (product_id IN ({what}) "
+                    "OR cart_quantity > 0 OR viewed_at > ? OR carted_at > ?)"
                 )
-                for values in lite.run(self.conn, statement, [*part, *names, since, since]):
+                values_in = [*contacts_in, *products_in, since, since]
+                for values in lite.run(self.conn, statement, values_in):
                     self._remember(Interest(*values))
                 continue
             query = sa.select(cp).where(

@@ -265,12 +265,13 @@ class Ledger:
         and the first SMTP command of every notified intent."""
         claimed: list[ClaimedIntent] = []
         for chunk in _chunks(ids):
+            places, padded = lite.in_list(chunk)
             statement = (
                 "UPDATE intents SET status = ?, claimed_by = ?, lease_until = ? "
-                f"WHERE id IN ({', '.join('?' * len(chunk))}) AND +status = ? "
+                f"WHERE id IN ({places}) AND +status = ? "
                 f"AND +next_attempt_at <= ? AND {OPEN_SQL} RETURNING {_LITE_CLAIM_COLUMNS}"
             )
-            params = [CLAIMED, self.owner, lease_until, *chunk, QUEUED, now]
+            params = [CLAIMED, self.owner, lease_until, *padded, QUEUED, now]
             for v in lite.run(conn, statement, params):
                 claimed.append(_claimed((*v[:9], lite.loads(v[9]), *v[10:])))
         return claimed
@@ -279,13 +280,13 @@ class Ledger:
         contact_ids = sorted({i.contact_id for i in batch.intents})
         addresses = sorted({i.to_addr.lower() for i in batch.intents})
         for chunk in _chunks(contact_ids):
+            places, padded = lite.in_list(chunk)
             statement = (
                 "SELECT id, email, traits, consent, unsubscribed_at, lifetime_value, orders, "
-                "first_order_at, last_order_at FROM contacts "
-                f"WHERE id IN ({', '.join('?' * len(chunk))})"
+                f"first_order_at, last_order_at FROM contacts WHERE id IN ({places})"
             )
             for cid, email, traits, consent, unsubscribed_at, *order in lite.run(
-                conn, statement, chunk
+                conn, statement, padded
             ):
                 traits, consent = lite.loads(traits), lite.loads(consent)
                 batch.contacts[cid] = ContactRow(
@@ -297,11 +298,9 @@ class Ledger:
                     value=value_fields(*order),
                 )
         for chunk in _chunks(addresses):
-            statement = (
-                "SELECT address, scope FROM suppressions "
-                f"WHERE address IN ({', '.join('?' * len(chunk))})"
-            )
-            for address, scope in lite.run(conn, statement, chunk):
+            places, padded = lite.in_list(chunk)
+            statement = f"SELECT address, scope FROM suppressions WHERE address IN ({places})"
+            for address, scope in lite.run(conn, statement, padded):
                 if batch.suppressions.get(address) != "all":
                     batch.suppressions[address] = scope
 
@@ -346,12 +345,12 @@ class Ledger:
             params = {"b_now": now, "b_owner": self.owner, "b_lease": lease_until}
             for chunk in _chunks(dots):
                 if self._lite:  # every message waits for this before its dot: no Core overhead
+                    places, padded = lite.in_list(chunk)
                     statement = (
                         "UPDATE intents SET status = ?, dot_at = ?, lease_until = ? "
-                        f"WHERE id IN ({', '.join('?' * len(chunk))}) AND +status = ? "
-                        "AND claimed_by = ? RETURNING id"
+                        f"WHERE id IN ({places}) AND +status = ? AND claimed_by = ? RETURNING id"
                     )
-                    values = [SENDING, now, lease_until, *chunk, CLAIMED, self.owner]
+                    values = [SENDING, now, lease_until, *padded, CLAIMED, self.owner]
                     marked.update(row[0] for row in lite.run(conn, statement, values))
                     continue
                 found = conn.execute(self._mark_dots, {**params, "b_ids": list(chunk)})

@@ -154,12 +154,13 @@ def _sent_mails(
         # contacts cost more than SQLite answering.
         # "|| ''" keeps SQLite's planner on the contact index: by (workflow, status) or by
         # status it read every mail ever sent, for each batch of goal events.
+        who, contacts = lite.in_list(contacts)
+        which, wf_ids = lite.in_list(wf_ids)
         rows = lite.run(
             conn,
             "SELECT id, workflow_id, step_id, contact_id, context, received_at, finished_at "
-            f"FROM intents WHERE contact_id IN ({lite.marks(len(contacts))}) "
-            f"AND workflow_id || '' IN ({lite.marks(len(wf_ids))}) AND status || '' = 'sent' "
-            "AND finished_at >= ?",
+            f"FROM intents WHERE contact_id IN ({who}) AND workflow_id || '' IN ({which}) "
+            "AND status || '' = 'sent' AND finished_at >= ?",
             [*contacts, *wf_ids, since],
         )
         rows = [(*r[:4], lite.loads(r[4]), *r[5:]) for r in rows]
@@ -198,11 +199,12 @@ def _open_exposures(
     columns = ("id", "experiment_id", "workflow_id", "contact_id", "exposed_at", "converted_at")
     rows: Iterable[Sequence[Any]]
     if conn.dialect.name == "sqlite":
+        who, contacts = lite.in_list(contacts)
+        which, wf_ids = lite.in_list(wf_ids)
         rows = lite.run(
             conn,
             f"SELECT {', '.join(columns)} FROM experiment_exposures "
-            f"WHERE contact_id IN ({lite.marks(len(contacts))}) "
-            f"AND workflow_id IN ({lite.marks(len(wf_ids))}) AND exposed_at >= ?",
+            f"WHERE contact_id IN ({who}) AND workflow_id IN ({which}) AND exposed_at >= ?",
             [*contacts, *wf_ids, since],
         )
     else:

@@ -249,7 +249,7 @@ def _load_lite(
     value: bool,
 ) -> None:
     """``load_profiles`` on SQLite's own cursor (see engine.decide.lite for why)."""
-    marks = ", ".join("?" * len(ids))
+    marks, ids = lite.in_list(ids)  # padded: the statements stay prepared
     columns = f"id, unsubscribed_at, {'traits' if traits else 'NULL'}, " + (
         "consent" if consent else "NULL"
     )
@@ -265,10 +265,11 @@ def _load_lite(
             value=value_fields(*order) if value else {},
         )
     if names:
+        names_in, names = lite.in_list(names)
         rows = lite.run(
             conn,
             "SELECT contact_id, name, ts, properties FROM activity WHERE contact_id IN "
-            f"({marks}) AND name IN ({', '.join('?' * len(names))}) AND ts > ?",
+            f"({marks}) AND name IN ({names_in}) AND ts > ?",
             [*ids, *names, since],
         )
         for cid, name, ts, properties in rows:

@@ -131,7 +131,9 @@ def open_store(
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"check_same_thread": False}
+        # cached_statements: the hot paths' statements, IN lists padded to a few sizes
+        # (engine.decide.lite.padded), stay prepared; Python's default keeps 128.
+        kwargs["connect_args"] = {"check_same_thread": False, "cached_statements": 1024}
     elif parsed.get_backend_name() == "postgresql":
         if parsed.get_driver_name() in ("", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")
