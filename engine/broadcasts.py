@@ -524,7 +524,7 @@ def fan_out_page(
 def _intent(row: Any, workflow: str, contact_id: str, email: str, now: float) -> dict[str, Any]:
     return {
         "id": new_id(),
-        "dedup_key": dedup_key(workflow, STEP, contact_id, row.id),
+        "dedup_key": dedup_key(workflow, STEP, contact_id, row.id, row.created_at),
         "workflow_id": workflow,
         "workflow_version": 1,
         "step_id": STEP,

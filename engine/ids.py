@@ -35,7 +35,19 @@ def new_id() -> str:
     return f"{ms:012x}{rnd:020x}"
 
 
-def dedup_key(workflow_id: str, step_id: str, contact_id: str, event_id: str) -> str:
-    """The key of "one send per (workflow, step, contact, trigger event)"."""
+def dedup_key(workflow_id: str, step_id: str, contact_id: str, event_id: str, at: float) -> str:
+    """The key of "one send per (workflow, step, contact, trigger event)".
+
+    ``at`` is when the trigger happened (the event's own timestamp, or a broadcast's
+    creation): a fact of the trigger, so deciding it again makes the same key. It leads the
+    key (9 hex digits of epoch seconds) so keys made together sit together in the unique
+    index: a hash alone put each intent of a batch on a different page of an index as large
+    as the intents table, and every commit wrote all those pages to the WAL (measured: ~100
+    pages of 4 KB for a batch of 100 orders).
+
+    Keys made before this prefix (33 hex digits now, 32 before) never equal new ones: an event
+    decided before an upgrade and decided again after it relies on ``processed_events``.
+    """
     raw = "\x1f".join((workflow_id, step_id, contact_id, event_id)).encode()
-    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    seconds = min(max(int(at), 0), 0xFFFFFFFFF)
+    return f"{seconds:09x}{hashlib.blake2b(raw, digest_size=12).hexdigest()}"

@@ -344,7 +344,11 @@ class StepMachine:
             {
                 "id": intent_id,
                 "dedup_key": dedup_key(
-                    wf.id, step.id, enrollment.contact_id, enrollment.trigger_event_id
+                    wf.id,
+                    step.id,
+                    enrollment.contact_id,
+                    enrollment.trigger_event_id,
+                    trigger["ts"],
                 ),
                 "workflow_id": wf.id,
                 "workflow_version": wf.version,

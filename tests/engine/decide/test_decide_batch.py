@@ -66,7 +66,11 @@ def test_the_same_message_id_twice_makes_one_intent(any_store: Store, clock: Man
     assert (again.processed, again.duplicates, again.intent_ids) == (0, 2, [])
     [intent] = intents(any_store)
     assert intent.id == first.intent_ids[0]
-    assert intent.dedup_key == dedup_key("order-confirmation", "confirm", "u1", order["messageId"])
+    happened = intent.context["event"]["ts"]
+    assert happened == clock.now()
+    key = dedup_key("order-confirmation", "confirm", "u1", order["messageId"], happened)
+    assert intent.dedup_key == key
+    assert key.startswith(f"{int(happened):09x}")
     assert (intent.to_addr, intent.domain, intent.category) == (
         "Ann@Example.com",
         "example.com",
