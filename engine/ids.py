@@ -40,14 +40,16 @@ def dedup_key(workflow_id: str, step_id: str, contact_id: str, event_id: str, at
 
     ``at`` is when the trigger happened (the event's own timestamp, or a broadcast's
     creation): a fact of the trigger, so deciding it again makes the same key. It leads the
-    key (9 hex digits of epoch seconds) so keys made together sit together in the unique
-    index: a hash alone put each intent of a batch on a different page of an index as large
-    as the intents table, and every commit wrote all those pages to the WAL (measured: ~100
-    pages of 4 KB for a batch of 100 orders).
+    key (11 hex digits of epoch milliseconds, then 88 bits of hash) so keys made together sit
+    together in the unique index. A hash alone put each intent of a batch on a page of its
+    own in an index as large as the intents table, and every commit wrote all those pages to
+    the WAL: 101 of a 100-order batch's 261 pages at 20,000 intents, 5 with this prefix (a
+    prefix of whole seconds still left 54: at thousands of events a second, one second's keys
+    fill dozens of pages).
 
-    Keys made before this prefix (33 hex digits now, 32 before) never equal new ones: an event
-    decided before an upgrade and decided again after it relies on ``processed_events``.
+    Keys made before this prefix (32 hex digits) never equal new ones (33): an event decided
+    before an upgrade and decided again after it relies on ``processed_events`` alone.
     """
     raw = "\x1f".join((workflow_id, step_id, contact_id, event_id)).encode()
-    seconds = min(max(int(at), 0), 0xFFFFFFFFF)
-    return f"{seconds:09x}{hashlib.blake2b(raw, digest_size=12).hexdigest()}"
+    millis = min(max(int(at * 1000), 0), 0xFFFFFFFFFFF)
+    return f"{millis:011x}{hashlib.blake2b(raw, digest_size=11).hexdigest()}"

@@ -44,11 +44,11 @@ def test_the_random_part_overflowing_borrows_the_next_millisecond(
 
 
 def test_a_dedup_key_is_a_fact_of_the_decision_and_sorts_by_when_it_happened() -> None:
-    key = ids.dedup_key("cart", "send", "ann", "evt-1", 1_800_000_000.7)
-    assert key == ids.dedup_key("cart", "send", "ann", "evt-1", 1_800_000_000.2)  # same second
-    assert len(key) == 33 and key.startswith(f"{1_800_000_000:09x}")
-    assert key != ids.dedup_key("cart", "send", "bob", "evt-1", 1_800_000_000.7)
-    assert key != ids.dedup_key("cart", "send2", "ann", "evt-1", 1_800_000_000.7)
-    later = [ids.dedup_key("cart", "send", f"c{n}", "evt", 1_800_000_001) for n in range(50)]
-    assert min(later) > key  # a later second sorts after: the index grows at its end
-    assert ids.dedup_key("cart", "send", "ann", "evt-1", -5).startswith("0" * 9)
+    key = ids.dedup_key("cart", "send", "ann", "evt-1", 1_800_000_000.7071)
+    assert key == ids.dedup_key("cart", "send", "ann", "evt-1", 1_800_000_000.7071)
+    assert len(key) == 33 and key.startswith(f"{1_800_000_000_707:011x}")
+    assert key != ids.dedup_key("cart", "send", "bob", "evt-1", 1_800_000_000.7071)
+    assert key != ids.dedup_key("cart", "send2", "ann", "evt-1", 1_800_000_000.7071)
+    later = [ids.dedup_key("cart", "send", f"c{n}", "evt", 1_800_000_000.708) for n in range(50)]
+    assert min(later) > key  # a later millisecond sorts after: the index grows at its end
+    assert ids.dedup_key("cart", "send", "ann", "evt-1", -5).startswith("0" * 11)
