@@ -72,6 +72,9 @@ def _power(left: Any, right: Any) -> Any:
     return operator.pow(left, right)
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class EmailSandbox(ImmutableSandboxedEnvironment):
     """Immutable sandbox that raises on unsafe access and caps memory-hungry operators.
 
@@ -87,7 +90,10 @@ class EmailSandbox(ImmutableSandboxedEnvironment):
             try:
                 return obj[attribute]
             except KeyError:
-                pass
+                if attribute not in _DICT_ATTRIBUTES:
+                    # What the stock lookup ends in, without its two more failed lookups
+                    # (an optional field absent from an event: a dozen a message).
+                    return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> NoReturn:

@@ -162,6 +162,17 @@ def test_dict_keys_win_over_dict_methods() -> None:
     assert render("{{ t.items() | list }}", t={"a": 1}) == "[('a', 1)]"
 
 
+def test_a_missing_key_is_undefined_as_with_stock_jinja() -> None:
+    source = "[{{ p.tax }}][{{ p.tax | default('none') }}][{{ p.tax is defined }}][{{ p.a.b }}]"
+    assert render(source, p={"a": {}}) == "[][none][False][]"
+    assert render("{{ p.tax.rate | default(0) }}", p={}) == "0"
+    # A dict method is still a method, a missing key that is no method undefined.
+    assert render("{{ p.get('tax', 5) }} {{ p.nope is undefined }}", p={}) == "5 True"
+    env = make_environment(autoescape=False)
+    missing = env.getattr({}, "tax")
+    assert isinstance(missing, LenientUndefined) and missing._undefined_name == "tax"
+
+
 def test_autoescape_is_per_environment() -> None:
     assert render("{{ v }}", autoescape=True, v="<b>&") == "&lt;b&gt;&amp;"
     assert render("{{ v }}", autoescape=False, v="<b>&") == "<b>&"
