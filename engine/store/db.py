@@ -133,11 +133,7 @@ def open_store(
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # cached_statements: the hot paths' statements, IN lists padded to a few sizes
         # (engine.decide.lite.padded), stay prepared; Python's default keeps 128.
-        kwargs["connect_args"] = {"check_same_thread": False, "cached_statements": 1024}
-        # The connection used last goes out next: its page cache is warm. SQLite drops a
-        # connection's cache whenever another connection wrote since its last transaction,
-        # and a first-in-first-out pool handed out the other idle connection every time.
-        kwargs["pool_use_lifo"] = True
+        kwargs["connect_args"] = {"check_same_thread": False, "cached_statements": 256}
     elif parsed.get_backend_name() == "postgresql":
         if parsed.get_driver_name() in ("", "psycopg2"):
             parsed = parsed.set(drivername="postgresql+psycopg")
