@@ -429,7 +429,7 @@ class Node:
             if settings.engine.ledger_node:  # a deliver process of a node on SQLite
                 from engine.deliver.ledger_proxy import RemoteLedger
 
-                remote_ledger = RemoteLedger(self.nc, host=settings.engine.ledger_node)
+                remote_ledger = RemoteLedger(self.nc, self.store, host=settings.engine.ledger_node)
             delivery = DeliveryService(
                 store=self.store,
                 renderer=library.renderer,

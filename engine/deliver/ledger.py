@@ -150,6 +150,11 @@ def _claim_statement(
     )
 
 
+def _lite_claimed(v: tuple[Any, ...]) -> ClaimedIntent:
+    """A row of ``_LITE_CLAIM_COLUMNS`` from the raw cursor (the context still JSON text)."""
+    return _claimed((*v[:9], lite.loads(v[9]), *v[10:]))
+
+
 def _claimed(row: Iterable[Any]) -> ClaimedIntent:
     # Positional: _CLAIM_COLUMNS is in ClaimedIntent's field order (attribute access by name
     # on a Row costs more than the rest of the conversion).
@@ -235,69 +240,118 @@ class Ledger:
                 # (a deliver process's usual claim under a backlog: Core's execute and row
                 # processing were half its cost).
                 if ids is not None:
-                    claimed = self._claim_lite(conn, ids, now=now, lease_until=lease_until)
-                for status in (QUEUED, DEFERRED) if ids is None else ():
-                    if len(claimed) < limit:
-                        claimed += self._poll_lite(
-                            conn, status, limit - len(claimed), now=now, lease_until=lease_until
-                        )
+                    found = self._claim_lite(conn, ids, now=now, lease_until=lease_until)
+                else:
+                    found = self._poll_lite(conn, limit, now=now, lease_until=lease_until)
+                claimed = [_lite_claimed(v) for v in found]
                 batch = ClaimBatch(claimed)
                 if claimed:
                     self._load_recipients_lite(conn, batch)
                 return batch
             if ids is not None:
                 for chunk in _chunks(ids):
-                    found = conn.execute(
+                    rows = conn.execute(
                         self._claim_ids, {**params, "b_ids": list(chunk), "b_limit": len(chunk)}
                     )
-                    claimed += [_claimed(row) for row in found]
+                    claimed += [_claimed(row) for row in rows]
             else:
                 for status in (QUEUED, DEFERRED):
                     if len(claimed) >= limit:
                         break
-                    found = conn.execute(
+                    rows = conn.execute(
                         self._claim_due,
                         {**params, "b_status": status, "b_limit": limit - len(claimed)},
                     )
-                    claimed += [_claimed(row) for row in found]
+                    claimed += [_claimed(row) for row in rows]
             batch = ClaimBatch(claimed)
             if claimed:
                 self._load_recipients(conn, batch)
         return batch
 
-    def _claim_lite(
-        self, conn: Connection, ids: Sequence[str], *, now: float, lease_until: float
-    ) -> list[ClaimedIntent]:
-        """``_claim_ids`` on SQLite's DBAPI cursor: SQLAlchemy's per-execute overhead was most
-        of a claim's cost (see engine.decide.lite), and the claim sits between decide's commit
-        and the first SMTP command of every notified intent."""
+    def take(
+        self, *, now: float, lease_until: float, limit: int, ids: Sequence[str] | None = None
+    ) -> list[str]:
+        """``claim`` on SQLite without reading the rows: the ids claimed. The parent of a
+        deliver process runs this for it, and the process reads the rows itself (``load``):
+        a reader does not wait for SQLite's writer, and the node's busiest process no longer
+        turns every claimed row into JSON for a NATS message."""
+        with self.store.begin() as conn:
+            if ids is not None:
+                found = self._claim_lite(conn, ids, now=now, lease_until=lease_until, columns="id")
+            else:
+                found = self._poll_lite(conn, limit, now=now, lease_until=lease_until, columns="id")
+        return [row[0] for row in found]
+
+    def load(self, ids: Sequence[str]) -> ClaimBatch:
+        """The intents ``ids`` this owner holds claimed, in that order, with their contacts and
+        suppressions (one read transaction; SQLite). One no longer held (its lease ran out and
+        recovery took it) is left out."""
+        order = {intent_id: n for n, intent_id in enumerate(ids)}
         claimed: list[ClaimedIntent] = []
+        with self.store.begin() as conn:
+            for chunk in _chunks(ids):
+                places, padded = lite.in_list(chunk)
+                statement = (
+                    f"SELECT {_LITE_CLAIM_COLUMNS} FROM intents "
+                    f"WHERE id IN ({places}) AND status = ? AND claimed_by = ?"
+                )
+                found = lite.run(conn, statement, [*padded, CLAIMED, self.owner])
+                claimed += [_lite_claimed(v) for v in found]
+            claimed.sort(key=lambda i: order[i.id])
+            batch = ClaimBatch(claimed)
+            if claimed:
+                self._load_recipients_lite(conn, batch)
+        return batch
+
+    def _claim_lite(
+        self,
+        conn: Connection,
+        ids: Sequence[str],
+        *,
+        now: float,
+        lease_until: float,
+        columns: str = _LITE_CLAIM_COLUMNS,
+    ) -> list[tuple[Any, ...]]:
+        """``_claim_ids`` on SQLite's DBAPI cursor, returning ``columns``: SQLAlchemy's
+        per-execute overhead was most of a claim's cost (see engine.decide.lite), and the claim
+        sits between decide's commit and the first SMTP command of every notified intent."""
+        found: list[tuple[Any, ...]] = []
         for chunk in _chunks(ids):
             places, padded = lite.in_list(chunk)
             statement = (
                 "UPDATE intents SET status = ?, claimed_by = ?, lease_until = ? "
                 f"WHERE id IN ({places}) AND +status = ? "
-                f"AND +next_attempt_at <= ? AND {OPEN_SQL} RETURNING {_LITE_CLAIM_COLUMNS}"
+                f"AND +next_attempt_at <= ? AND {OPEN_SQL} RETURNING {columns}"
             )
-            params = [CLAIMED, self.owner, lease_until, *padded, QUEUED, now]
-            for v in lite.run(conn, statement, params):
-                claimed.append(_claimed((*v[:9], lite.loads(v[9]), *v[10:])))
-        return claimed
+            found += lite.run(
+                conn, statement, [CLAIMED, self.owner, lease_until, *padded, QUEUED, now]
+            )
+        return found
 
     def _poll_lite(
-        self, conn: Connection, status: str, limit: int, *, now: float, lease_until: float
-    ) -> list[ClaimedIntent]:
-        """``_claim_due`` on SQLite's cursor: the oldest due ``status`` intents, up to
-        ``limit``, picked through the status index inside the subquery and updated by id."""
-        statement = (
-            "UPDATE intents SET status = ?, claimed_by = ?, lease_until = ? WHERE id IN ("
-            "SELECT id FROM intents WHERE status = ? AND next_attempt_at <= ? "
-            f"AND {OPEN_SQL} ORDER BY next_attempt_at LIMIT ?) RETURNING {_LITE_CLAIM_COLUMNS}"
-        )
-        params = [CLAIMED, self.owner, lease_until, status, now, limit]
-        return [
-            _claimed((*v[:9], lite.loads(v[9]), *v[10:])) for v in lite.run(conn, statement, params)
-        ]
+        self,
+        conn: Connection,
+        limit: int,
+        *,
+        now: float,
+        lease_until: float,
+        columns: str = _LITE_CLAIM_COLUMNS,
+    ) -> list[tuple[Any, ...]]:
+        """``_claim_due`` on SQLite's cursor, returning ``columns``: the oldest due queued,
+        then deferred, intents up to ``limit``, each status picked through the status index
+        inside the subquery and updated by id."""
+        found: list[tuple[Any, ...]] = []
+        for status in (QUEUED, DEFERRED):
+            if len(found) >= limit:
+                break
+            statement = (
+                "UPDATE intents SET status = ?, claimed_by = ?, lease_until = ? WHERE id IN ("
+                "SELECT id FROM intents WHERE status = ? AND next_attempt_at <= ? "
+                f"AND {OPEN_SQL} ORDER BY next_attempt_at LIMIT ?) RETURNING {columns}"
+            )
+            params = [CLAIMED, self.owner, lease_until, status, now, limit - len(found)]
+            found += lite.run(conn, statement, params)
+        return found
 
     def _load_recipients_lite(self, conn: Connection, batch: ClaimBatch) -> None:
         contact_ids = sorted({i.contact_id for i in batch.intents})
