@@ -144,26 +144,44 @@ def _latest(
     return max(inside, key=lambda item: item[key], default=None)
 
 
+def _lite_since(
+    conn: Connection,
+    select: str,
+    contacts: list[str],
+    workflows: tuple[str, list[str]],
+    since_sql: str,
+    since: float,
+) -> list[tuple[Any, ...]]:
+    """``select`` WHERE the contact is one of ``contacts``, the workflow expression one of
+    its ids, and ``since_sql``, on SQLite's raw cursor (IN lists padded, see engine.decide.lite):
+    every batch of orders is a batch of goal events, and Core's IN-list handling of a hundred
+    contacts cost more than SQLite answering."""
+    who, contact_values = lite.in_list(contacts)
+    which, workflow_values = lite.in_list(workflows[1])
+    return lite.run(
+        conn,
+        f"{select} WHERE contact_id IN ({who}) AND {workflows[0]} IN ({which}) AND {since_sql}",
+        [*contact_values, *workflow_values, since],
+    )
+
+
 def _sent_mails(
     conn: Connection, contacts: list[str], wf_ids: list[str], since: float
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     rows: Iterable[Sequence[Any]]
     if conn.dialect.name == "sqlite":
-        # The raw cursor, as the rest of decide's hot path (engine.decide.lite): every batch
-        # of orders is a batch of goal events, and Core's IN-list handling of a hundred
-        # contacts cost more than SQLite answering.
         # "|| ''" keeps SQLite's planner on the contact index: by (workflow, status) or by
         # status it read every mail ever sent, for each batch of goal events.
-        who, contacts = lite.in_list(contacts)
-        which, wf_ids = lite.in_list(wf_ids)
-        rows = lite.run(
+        found = _lite_since(
             conn,
             "SELECT id, workflow_id, step_id, contact_id, context, received_at, finished_at "
-            f"FROM intents WHERE contact_id IN ({who}) AND workflow_id || '' IN ({which}) "
-            "AND status || '' = 'sent' AND finished_at >= ?",
-            [*contacts, *wf_ids, since],
+            "FROM intents",
+            contacts,
+            ("workflow_id || ''", wf_ids),
+            "status || '' = 'sent' AND finished_at >= ?",
+            since,
         )
-        rows = [(*r[:4], lite.loads(r[4]), *r[5:]) for r in rows]
+        rows = [(*r[:4], lite.loads(r[4]), *r[5:]) for r in found]
     else:
         i = schema.intents
         rows = conn.execute(
@@ -199,13 +217,13 @@ def _open_exposures(
     columns = ("id", "experiment_id", "workflow_id", "contact_id", "exposed_at", "converted_at")
     rows: Iterable[Sequence[Any]]
     if conn.dialect.name == "sqlite":
-        who, contacts = lite.in_list(contacts)
-        which, wf_ids = lite.in_list(wf_ids)
-        rows = lite.run(
+        rows = _lite_since(
             conn,
-            f"SELECT {', '.join(columns)} FROM experiment_exposures "
-            f"WHERE contact_id IN ({who}) AND workflow_id IN ({which}) AND exposed_at >= ?",
-            [*contacts, *wf_ids, since],
+            f"SELECT {', '.join(columns)} FROM experiment_exposures",
+            contacts,
+            ("workflow_id", wf_ids),
+            "exposed_at >= ?",
+            since,
         )
     else:
         t = schema.experiment_exposures
