@@ -236,13 +236,8 @@ class Ledger:
         params: dict[str, Any] = {"b_now": now, "b_owner": self.owner, "b_lease": lease_until}
         with self.store.begin() as conn:
             if self._lite:
-                # SQLite: the DBAPI cursor, for notified ids (see _claim_lite) and for polls
-                # (a deliver process's usual claim under a backlog: Core's execute and row
-                # processing were half its cost).
-                if ids is not None:
-                    found = self._claim_lite(conn, ids, now=now, lease_until=lease_until)
-                else:
-                    found = self._poll_lite(conn, limit, now=now, lease_until=lease_until)
+                # SQLite: the DBAPI cursor (see _take_lite).
+                found = self._take_lite(conn, limit, ids, now=now, lease_until=lease_until)
                 claimed = [_lite_claimed(v) for v in found]
                 batch = ClaimBatch(claimed)
                 if claimed:
@@ -276,10 +271,9 @@ class Ledger:
         a reader does not wait for SQLite's writer, and the node's busiest process no longer
         turns every claimed row into JSON for a NATS message."""
         with self.store.begin() as conn:
-            if ids is not None:
-                found = self._claim_lite(conn, ids, now=now, lease_until=lease_until, columns="id")
-            else:
-                found = self._poll_lite(conn, limit, now=now, lease_until=lease_until, columns="id")
+            found = self._take_lite(
+                conn, limit, ids, now=now, lease_until=lease_until, columns="id"
+            )
         return [row[0] for row in found]
 
     def load(self, ids: Sequence[str]) -> ClaimBatch:
@@ -302,6 +296,23 @@ class Ledger:
             if claimed:
                 self._load_recipients_lite(conn, batch)
         return batch
+
+    def _take_lite(
+        self,
+        conn: Connection,
+        limit: int,
+        ids: Sequence[str] | None,
+        *,
+        now: float,
+        lease_until: float,
+        columns: str = _LITE_CLAIM_COLUMNS,
+    ) -> list[tuple[Any, ...]]:
+        """Claim on SQLite's cursor, returning ``columns``: the notified ``ids`` still queued,
+        or without ids a poll of the oldest due (the deliver process's usual claim under a
+        backlog: Core's execute and row processing were half its cost)."""
+        if ids is not None:
+            return self._claim_lite(conn, ids, now=now, lease_until=lease_until, columns=columns)
+        return self._poll_lite(conn, limit, now=now, lease_until=lease_until, columns=columns)
 
     def _claim_lite(
         self,
