@@ -208,7 +208,7 @@ def insert(
     go in with one ``executemany`` of a one-row statement, and when some clashed, the ones
     inserted are the ones whose key is in the table now. Why not ``RETURNING``: it needs one
     statement holding every row, a new statement text for every batch size, which SQLite
-    compiles afresh (Python's statement cache keeps 128); measured on the intents table at 100
+    compiles afresh (a connection keeps 256 prepared); measured on the intents table at 100
     rows, 24-27 us a row against 15-17 us.
 
     A ``None`` in a JSON column is stored as SQL NULL here (callers rely on that only where
@@ -229,6 +229,8 @@ def insert(
                     row[i] = dumps(row[i])
             fixed.append(row)
         values = fixed
+    if returning and [c.name for c in table.primary_key.columns] != [returning[0]]:
+        raise ValueError(f"returning must start with {table.name}'s primary key")
     statement = _insert_sql(table, keys, conflict)
     with _cursor(conn, statement) as cursor:
         cursor.executemany(statement, values)
@@ -236,9 +238,6 @@ def insert(
     if not returning:
         return []
     key = returning[0]
-    primary = [c.name for c in table.primary_key.columns]
-    if primary != [key]:
-        raise ValueError(f"returning must start with {table.name}'s primary key {primary}")
     back = _tuple_of(tuple(returning))
     found = [back(row) for row in rows]
     if inserted == len(rows):
