@@ -18,7 +18,6 @@ Safety rules, because header values carry contact data:
 from __future__ import annotations
 
 import binascii
-import functools
 import hashlib
 import re
 import time
@@ -322,16 +321,41 @@ _RISKY_START = (b".", b"From ")
 _WHITESPACE = (b" ", b"\t")
 
 
-@functools.lru_cache(maxsize=8192)
+# Encoded long lines, for the lines seen before: a template's long lines (inline CSS, table
+# markup) are the same in every message built from it. A line is cached only on its second
+# sighting, so the personalized ones (minified MJML puts a product table on one line of 4-7 KB)
+# never take room: with every line cached, 8,192 personalized lines of 6.5 KB held 112 MB, and
+# at 1,000 events/s the engine's RSS grew from 106 to 166 MiB in five minutes.
+_LINE_CACHE_SIZE = 2048
+_SEEN_ONCE_SIZE = 65_536
+_encoded_lines: dict[bytes, bytes] = {}
+_seen_once: set[int] = set()
+
+
 def _encode_line(line: bytes) -> bytes:
+    """``_wrap_line``, remembered for a line that comes back (see ``_encoded_lines``)."""
+    encoded = _encoded_lines.get(line)
+    if encoded is not None:
+        return encoded
+    encoded = _wrap_line(line)
+    key = hash(line)  # bytes keep their hash: the lookup above computed it
+    if key in _seen_once:
+        if len(_encoded_lines) >= _LINE_CACHE_SIZE:  # clear(): atomic, for builds on threads
+            _encoded_lines.clear()
+        _encoded_lines[line] = encoded
+    else:
+        if len(_seen_once) >= _SEEN_ONCE_SIZE:
+            _seen_once.clear()
+        _seen_once.add(key)
+    return encoded
+
+
+def _wrap_line(line: bytes) -> bytes:
     """One line of text (escapes done) as quoted-printable lines joined by CRLF.
 
     A line starting with "." or "From " gets that start encoded (``=2E``, ``=46``). In a line
     long enough to be wrapped every "." and "From " is encoded, since any of them may land at
     the start of a wrapped line: cheaper than looking for the ones that do.
-
-    Cached: a template's long lines (inline CSS, table markup) are the same in every message
-    built from it, and only the few personalized ones change.
     """
     if line.endswith(_WHITESPACE):  # trailing whitespace would be stripped in transit
         line = line[:-1] + _HEX[line[-1]]

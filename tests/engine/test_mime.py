@@ -538,6 +538,35 @@ def test_quoted_printable_lines_stay_within_76_and_escapes_whole(start: str, end
         assert normalized(quopri.decodestring(encoded).decode("utf-8")) == normalized(text)
 
 
+def test_long_lines_are_remembered_only_when_they_come_back() -> None:
+    """A template's long line is encoded once; a personalized one is not kept (it never comes
+    back, and 8,192 of them held 112 MB)."""
+    from engine import mime
+
+    template = '<td style="padding:0;font-family:Helvetica">' * 40
+    mime._encoded_lines.clear()
+    mime._seen_once.clear()
+    first = [quoted_printable(f"{template}\n<b>Linen shirt {n}</b>{template}") for n in range(50)]
+    assert template.encode().replace(b"=", b"=3D") in mime._encoded_lines  # seen twice: kept
+    assert len(mime._encoded_lines) == 1  # the personalized lines were not
+    again = [quoted_printable(f"{template}\n<b>Linen shirt {n}</b>{template}") for n in range(50)]
+    assert again == first  # the same bytes, cached or not
+    text = quopri.decodestring(first[7]).decode("utf-8")
+    assert text == f"{template}\r\n<b>Linen shirt 7</b>{template}"
+
+
+def test_the_line_cache_is_bounded() -> None:
+    from engine import mime
+
+    mime._encoded_lines.clear()
+    mime._seen_once.clear()
+    for n in range(mime._LINE_CACHE_SIZE + 10):
+        line = f"{n:06d}" + "y" * 100
+        quoted_printable(line)
+        quoted_printable(line)
+    assert 0 < len(mime._encoded_lines) <= mime._LINE_CACHE_SIZE
+
+
 # Property-style round trip ----------------------------------------------------------------
 
 ALPHABET = (
