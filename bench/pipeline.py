@@ -140,8 +140,9 @@ class Producer:
         return sent
 
 
-def ledger_latencies(db_path: Path, since: float) -> tuple[int, list[float], float, float]:
-    """(sent, latencies, first_accept, last_accept) for intents accepted after ``since``."""
+def ledger_latencies(db_path: Path, since: float) -> tuple[int, list[float], list[float]]:
+    """(sent, latencies, accept times) of the intents whose events were published after
+    ``since`` (the accept times sorted)."""
     db = sqlite3.connect(db_path)
     try:
         rows = db.execute(
@@ -156,11 +157,23 @@ def ledger_latencies(db_path: Path, since: float) -> tuple[int, list[float], flo
         ctx = orjson.loads(context) if isinstance(context, str | bytes) else context
         props = ((ctx or {}).get("event") or {}).get("properties") or {}
         sent_at = props.get("bench_sent_at")
-        accepts.append(accepted_at)
         if sent_at is not None and sent_at >= since:
             latencies.append(accepted_at - float(sent_at))
+            accepts.append(accepted_at)
     accepts.sort()
-    return len(rows), latencies, accepts[0] if accepts else 0.0, accepts[-1] if accepts else 0.0
+    return len(rows), latencies, accepts
+
+
+def window_rates(accepts: list[float], start: float, width: float = 10.0) -> str:
+    """The slowest and fastest ``width``-second window of accepted mails (whole windows only):
+    a rate held through the run, not an average that hides a stall."""
+    if not accepts:
+        return "no windows"
+    counts = [0] * (int((accepts[-1] - start) // width) + 1)
+    for accepted_at in accepts:
+        counts[int((accepted_at - start) // width)] += 1
+    whole = counts[:-1] or counts
+    return f"per {width:g} s: {min(whole) / width:,.0f}-{max(whole) / width:,.0f} emails/s"
 
 
 def ledger_open(db_path: Path) -> int:
@@ -306,9 +319,9 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
         await engine.drained()
         sampling.cancel()
         stages = await engine_stages(engine.nc)
-        sent, latencies, _first, last = ledger_latencies(engine.db_path, since)
+        sent, latencies, accepts = ledger_latencies(engine.db_path, since)
         measured = len(latencies)
-        window = max(last - since, 1e-9)
+        window = max((accepts[-1] if accepts else since) - since, 1e-9)
         return Result(
             label=f"engine ({args.durability}"
             + (f", +{args.deliver_processes} deliver" if args.deliver_processes else "")
@@ -320,7 +333,8 @@ async def bench_engine(args: argparse.Namespace, sink: SmtpSink, workdir: Path) 
             latencies=latencies,
             cpu=cpu,
             peak_rss=sampler.peak_rss,
-            notes=f"{sent - measured:,} warm-up mails not counted; {stages}",
+            notes=f"{window_rates(accepts, since)}; {sent - measured:,} warm-up mails not counted;"
+            f" {stages}",
         )
 
 
