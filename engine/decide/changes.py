@@ -141,7 +141,9 @@ class Changes:
         frequency cap dropped is stored as ``suppressed``; ``capped`` lists those and the ones
         it pre-empted).
         """
-        if self.cancelled:
+        if self.cancelled and sql.lite:
+            lite.cancel_timers(conn, sorted(self.cancelled))
+        elif self.cancelled:
             rows = [{"b_enrollment": eid} for eid in sorted(self.cancelled)]
             conn.execute(sql.cancel_timers, rows)
         self._write_enrollments(conn, sql)

@@ -163,6 +163,19 @@ def activity(
     return run(conn, statement, [*ids, *names, since])
 
 
+def cancel_timers(conn: Connection, enrollment_ids: Sequence[str]) -> None:
+    """End the pending timers of these enrollments. ``+state``: without statistics SQLite's
+    planner looked them up through the ``(state, fire_at)`` index, reading every pending timer
+    of every contact (13,000 after five minutes at 1,000 events/s) for each enrollment, rather
+    than through the enrollment's own index."""
+    which, enrollment_ids = in_list(enrollment_ids)
+    statement = (
+        "UPDATE timers SET state = 'cancelled' "
+        f"WHERE enrollment_id IN ({which}) AND +state = 'pending'"
+    )
+    run(conn, statement, enrollment_ids)
+
+
 _ENROLLMENT_COLUMNS = (
     "id, workflow_id, workflow_version, contact_id, trigger_event_id, trigger, step_id, state, "
     "waiting_for, exit_reason, entered_at, updated_at"

@@ -45,3 +45,33 @@ def test_claimed_events_come_back_once_each_with_the_padding(store: Store) -> No
     with store.begin() as conn:
         found = conn.execute(sa.select(schema.processed_events.c.message_id)).scalars().all()
     assert sorted(found) == ["m1", "m2", "m3"]
+
+
+def test_cancelling_timers_reads_the_enrollments_own_timers(store: Store) -> None:
+    """Without statistics SQLite's planner found "this enrollment's pending timers" through the
+    (state, fire_at) index: every pending timer of every contact, for each enrollment."""
+    timers = [
+        {"id": f"t{n}", "enrollment_id": f"e{n % 4}", "contact_id": f"c{n % 4}", "step_id": "s",
+         "kind": "delay", "fire_at": 100.0 + n, "state": "fired" if n == 0 else "pending"}
+        for n in range(12)
+    ]  # fmt: skip
+    with store.begin() as conn:
+        conn.execute(schema.timers.insert(), timers)
+    seen: list[str] = []
+    with store.begin() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        dbapi.set_trace_callback(seen.append)
+        try:
+            lite.cancel_timers(conn, ["e0", "e2", "e9"])
+        finally:
+            dbapi.set_trace_callback(None)
+        (statement,) = [s for s in seen if s.startswith("UPDATE timers")]
+        steps = [r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}")]
+    assert any("ix_timers_enrollment_id" in step for step in steps), steps
+    assert not any("ix_timers_state_fire_at" in step for step in steps), steps
+    with store.begin() as conn:
+        states = dict(conn.execute(sa.select(schema.timers.c.id, schema.timers.c.state)).all())
+    cancelled = {t for t, state in states.items() if state == "cancelled"}
+    assert cancelled == {"t2", "t4", "t6", "t8", "t10"}  # e0's and e2's pending ones
+    assert states["t0"] == "fired"  # a timer that already fired stays so
