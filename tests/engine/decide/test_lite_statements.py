@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 
 from engine.decide import lite
 from engine.store import Store, schema
+
+
+@contextmanager
+def traced(conn: sa.Connection) -> Iterator[list[str]]:
+    """The statements SQLite runs on ``conn`` meanwhile, values in place."""
+    seen: list[str] = []
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    dbapi.set_trace_callback(seen.append)
+    try:
+        yield seen
+    finally:
+        dbapi.set_trace_callback(None)
 
 
 def test_padding_repeats_the_last_value_up_to_a_power_of_two() -> None:
@@ -19,18 +35,11 @@ def test_padding_repeats_the_last_value_up_to_a_power_of_two() -> None:
 
 
 def test_batches_of_different_sizes_run_the_same_statement(store: Store) -> None:
-    seen: list[str] = []
-    with store.begin() as conn:
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        dbapi.set_trace_callback(seen.append)
-        try:
-            lite.contacts(conn, ["a", "b", "c", "d", "e"])
-            lite.contacts(conn, ["a", "b", "c", "d", "e", "f", "g"])
-            lite.activity(conn, ["a", "b", "c"], ["Order Completed"], 0.0)
-            lite.activity(conn, ["a", "b", "c", "d"], ["Order Completed"], 0.0)
-        finally:
-            dbapi.set_trace_callback(None)
+    with store.begin() as conn, traced(conn) as seen:
+        lite.contacts(conn, ["a", "b", "c", "d", "e"])
+        lite.contacts(conn, ["a", "b", "c", "d", "e", "f", "g"])
+        lite.activity(conn, ["a", "b", "c"], ["Order Completed"], 0.0)
+        lite.activity(conn, ["a", "b", "c", "d"], ["Order Completed"], 0.0)
     # The trace shows values in place; the statements differ only in them.
     shapes = {s.split(" WHERE ")[0] + str(s.count(",")) for s in seen}
     assert len(shapes) == 2, seen
@@ -57,15 +66,9 @@ def test_cancelling_timers_reads_the_enrollments_own_timers(store: Store) -> Non
     ]  # fmt: skip
     with store.begin() as conn:
         conn.execute(schema.timers.insert(), timers)
-    seen: list[str] = []
     with store.begin() as conn:
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        dbapi.set_trace_callback(seen.append)
-        try:
+        with traced(conn) as seen:
             lite.cancel_timers(conn, ["e0", "e2", "e9"])
-        finally:
-            dbapi.set_trace_callback(None)
         (statement,) = [s for s in seen if s.startswith("UPDATE timers")]
         steps = [r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}")]
     assert any("ix_timers_enrollment_id" in step for step in steps), steps
