@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import sqlalchemy as sa
 
 from engine.decide import lite
 from engine.store import Store, schema
-
-
-@contextmanager
-def traced(conn: sa.Connection) -> Iterator[list[str]]:
-    """The statements SQLite runs on ``conn`` meanwhile, values in place."""
-    seen: list[str] = []
-    dbapi = conn.connection.dbapi_connection
-    assert dbapi is not None
-    dbapi.set_trace_callback(seen.append)
-    try:
-        yield seen
-    finally:
-        dbapi.set_trace_callback(None)
+from tests.engine.sqlite_support import plan, traced
 
 
 def test_padding_repeats_the_last_value_up_to_a_power_of_two() -> None:
@@ -70,7 +55,7 @@ def test_cancelling_timers_reads_the_enrollments_own_timers(store: Store) -> Non
         with traced(conn) as seen:
             lite.cancel_timers(conn, ["e0", "e2", "e9"])
         (statement,) = [s for s in seen if s.startswith("UPDATE timers")]
-        steps = [r[3] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}")]
+        steps = plan(conn, statement)
     assert any("ix_timers_enrollment_id" in step for step in steps), steps
     assert not any("ix_timers_state_fire_at" in step for step in steps), steps
     with store.begin() as conn:
