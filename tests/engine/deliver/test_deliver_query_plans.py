@@ -19,6 +19,7 @@ from sqlalchemy import event
 from engine.deliver.ledger import Ledger
 from engine.experiments.conversions import _sent_mails
 from engine.store import Store
+from tests.engine.sqlite_support import plan as query_plan
 
 
 @contextmanager
@@ -40,8 +41,7 @@ def traced(store: Store) -> Iterator[list[str]]:
 
 def plan(store: Store, statement: str) -> list[str]:
     with store.begin() as conn:
-        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}").all()
-    return [row[3] for row in rows]
+        return query_plan(conn, statement)
 
 
 def test_claims_and_dot_markers_look_their_ids_up(store: Store) -> None:
